@@ -1,0 +1,70 @@
+"""trompe: adversarial images for image classifiers.
+
+Example:
+    >>> import trompe
+    >>> clf = trompe.load_model()                        # EfficientNet-Lite0, ImageNet-1k
+    >>> image = trompe.load_image(trompe.example_path())  # the bundled cat, RGB in [0, 1]
+    >>> clf.predict(image, k=3)[0][0].label
+    'tiger cat'
+"""
+
+__version__ = "0.1.0"
+
+from trompe.api import classify, resolve_model
+from trompe.errors import (
+    ImageError,
+    InvalidArgumentError,
+    MissingWeightsError,
+    OutputExistsError,
+    TrompeError,
+    UnknownLabelError,
+    UnknownModelError,
+)
+from trompe.images import (
+    center_crop_resize,
+    example_path,
+    load_image,
+    load_images,
+    quantize,
+    save_png,
+    to_pil,
+)
+from trompe.labels import Labels, imagenet_labels
+from trompe.models import (
+    DEFAULT_MODEL,
+    Classifier,
+    ModelSpec,
+    Prediction,
+    list_models,
+    load_model,
+    register_model,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Classifier",
+    "ImageError",
+    "InvalidArgumentError",
+    "Labels",
+    "MissingWeightsError",
+    "ModelSpec",
+    "OutputExistsError",
+    "Prediction",
+    "TrompeError",
+    "UnknownLabelError",
+    "UnknownModelError",
+    "__version__",
+    "center_crop_resize",
+    "classify",
+    "example_path",
+    "imagenet_labels",
+    "list_models",
+    "load_image",
+    "load_images",
+    "load_model",
+    "quantize",
+    "register_model",
+    "resolve_model",
+    "save_png",
+    "to_pil",
+]

@@ -1,0 +1,58 @@
+"""Errors raised by trompe.
+
+Every error that a user can cause is a :class:`TrompeError`. The subclasses also inherit the
+matching built-in exception, so ``except LookupError`` or ``except ValueError`` keep working.
+A message says what was expected, what arrived, and how to fix it, in one line: the command line
+prints it as it is.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ImageError",
+    "InvalidArgumentError",
+    "MissingWeightsError",
+    "OutputExistsError",
+    "TrompeError",
+    "UnknownLabelError",
+    "UnknownModelError",
+]
+
+
+class TrompeError(Exception):
+    """Base class of every error that trompe raises on purpose."""
+
+    #: Exit code of the command line: 2 for a usage error, 1 for a failure at run time.
+    exit_code: int = 1
+
+
+class InvalidArgumentError(TrompeError, ValueError):
+    """An argument has a value outside what is allowed."""
+
+    exit_code = 2
+
+
+class UnknownModelError(TrompeError, LookupError):
+    """No model is registered under the given name."""
+
+    exit_code = 2
+
+
+class UnknownLabelError(TrompeError, LookupError):
+    """A class name, synonym or index matches none of the model's classes."""
+
+    exit_code = 2
+
+
+class MissingWeightsError(TrompeError, ImportError):
+    """The package holding a model's pretrained weights is not installed."""
+
+
+class ImageError(TrompeError, OSError):
+    """An image cannot be read: missing, not an image, truncated, or too large."""
+
+
+class OutputExistsError(TrompeError, FileExistsError):
+    """An output file exists already and ``force`` was not given."""
+
+    exit_code = 2

@@ -1,0 +1,160 @@
+"""The command line, run as a user runs it: in a subprocess, reading stdout, stderr, exit code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import trompe
+from trompe.images import example_path
+
+CATS = {281, 282, 285}
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trompe", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert result.stdout == ""
+
+
+def test_version_and_help() -> None:
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"trompe {trompe.__version__}"
+    help_text = run("--help")
+    assert help_text.returncode == 0
+    for verb in ("classify", "models", "labels"):
+        assert verb in help_text.stdout
+    assert "--top" in run("classify", "--help").stdout
+
+
+def test_classify_with_no_image_classifies_the_bundled_cat() -> None:
+    result = run("classify")
+    assert result.returncode == 0, result.stderr
+    assert "chelsea.png" in result.stdout
+    assert "cat" in result.stdout
+
+
+def test_classify_json_for_several_images() -> None:
+    result = run(
+        "classify",
+        str(example_path("chelsea")),
+        str(example_path("coffee")),
+        "--top",
+        "3",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [Path(d["image"]).name for d in data] == ["chelsea.png", "coffee.png"]
+    assert {p["index"] for p in data[0]["top"]} == CATS
+    assert data[1]["top"][0]["label"] in {"espresso", "cup", "coffee mug"}
+    assert data[0]["size"] == [451, 300] and data[0]["model"] == "efficientnet_lite0"
+    assert all(len(d["top"]) == 3 for d in data)
+
+
+def test_classify_with_another_model() -> None:
+    result = run("classify", "--model", "efficientnet-lite1", "--top", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data[0]["model"] == "efficientnet_lite1" and data[0]["top"][0]["index"] in CATS
+
+
+def test_models_lists_the_built_in_models() -> None:
+    result = run("models", "--json")
+    assert result.returncode == 0, result.stderr
+    models = {m["name"]: m for m in json.loads(result.stdout)}
+    assert set(models) >= {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
+    assert models["efficientnet_lite0"]["default"] and models["efficientnet_lite0"]["installed"]
+    assert models["efficientnet_lite2"]["input_size"] == [260, 260]
+    table = run("models")
+    assert table.returncode == 0 and "efficientnet_lite0" in table.stdout
+
+
+def test_labels_search() -> None:
+    result = run("labels", "lemon", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0] == {"index": 951, "name": "lemon", "synonyms": ["lemon"]}
+    shepherd = run("labels", "German shepherd")
+    assert shepherd.returncode == 0 and "235" in shepherd.stdout
+    everything = run("labels", "--json")
+    assert len(json.loads(everything.stdout)) == 1000
+
+
+# -- bad input: one line on stderr, the right exit code, no traceback ------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert_one_line_error(run("classify", str(tmp_path / "nope.jpg")), 1, "nope.jpg")
+
+
+def test_directory(tmp_path: Path) -> None:
+    assert_one_line_error(run("classify", str(tmp_path)), 1, "directory")
+
+
+def test_text_file_named_jpg(tmp_path: Path) -> None:
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("these are my notes, not a photo\n")
+    assert_one_line_error(run("classify", str(fake)), 1, "notes.jpg", "not an image")
+
+
+def test_truncated_jpeg(tmp_path: Path) -> None:
+    full = tmp_path / "full.jpg"
+    Image.open(example_path("chelsea")).save(full, quality=90)
+    cut = tmp_path / "cut.jpg"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    assert_one_line_error(run("classify", str(cut)), 1, "cut.jpg", "truncated")
+
+
+def test_decompression_bomb(huge_png: Path) -> None:
+    assert_one_line_error(run("classify", str(huge_png)), 1, "20000 x 20000", "--max-pixels")
+
+
+def test_unknown_model() -> None:
+    assert_one_line_error(
+        run("classify", "--model", "resnet50"), 2, "resnet50", "efficientnet_lite0"
+    )
+
+
+def test_unknown_class_suggests() -> None:
+    assert_one_line_error(run("labels", "xqzzyvv"), 2, "xqzzyvv", "trompe labels")
+
+
+def test_bad_arguments_are_usage_errors() -> None:
+    assert_one_line_error(run("classify", "--top", "0"), 2, "--top")
+    assert_one_line_error(run("classify", "--top", "5000"), 2, "--top")
+    assert_one_line_error(run("frobnicate"), 2, "frobnicate")
+    assert_one_line_error(run("classify", "--device", "gpu7"), 2, "gpu7")
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = run("--debug", "classify", str(tmp_path / "nope.png"))
+    assert result.returncode != 0 and "Traceback" in result.stderr
+    result = run("classify", str(tmp_path / "nope.png"), "--debug")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("labels", "lemmon")])
+def test_typos_find_the_class(args: tuple[str, ...]) -> None:
+    result = run(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["index"] == 951
