@@ -10,7 +10,8 @@ Example:
 
 __version__ = "0.1.0"
 
-from trompe.api import classify, resolve_model
+from trompe.api import attack, classify, resolve_model
+from trompe.attacks import AttackResult, Targeted, Untargeted
 from trompe.errors import (
     ImageError,
     InvalidArgumentError,
@@ -42,6 +43,7 @@ from trompe.models import (
 
 __all__ = [
     "DEFAULT_MODEL",
+    "AttackResult",
     "Classifier",
     "ImageError",
     "InvalidArgumentError",
@@ -50,10 +52,13 @@ __all__ = [
     "ModelSpec",
     "OutputExistsError",
     "Prediction",
+    "Targeted",
     "TrompeError",
     "UnknownLabelError",
     "UnknownModelError",
+    "Untargeted",
     "__version__",
+    "attack",
     "center_crop_resize",
     "classify",
     "example_path",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,6 +100,51 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--json", action="store_true", help="print JSON on stdout")
 
+    attack = verbs.add_parser(
+        "attack",
+        parents=[common],
+        help="make an adversarial image",
+        description="Change a photo so that the model sees another class. Budgets (--eps, "
+        "--step-size) are in 0-255 pixel levels. Writes adversarial.png, perturbation.png (the "
+        "change x10 around grey), report.png and result.json into --out.",
+        epilog="examples:\n"
+        "  trompe attack --target lemon                    the bundled cat becomes a lemon\n"
+        "  trompe attack dog.jpg --target pelican --eps 10 PGD, 10 levels per pixel at most\n"
+        "  trompe attack photo.png --attack cw --target broccoli   smallest change, Adam\n"
+        "  trompe attack photo.png                         untargeted: any other class\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    attack.add_argument(
+        "image", nargs="?", metavar="IMAGE", help="the photo (default: the bundled cat)"
+    )
+    _attack_options(attack, out_default="trompe-out")
+
+    demo = verbs.add_parser(
+        "demo",
+        parents=[common],
+        help="turn the bundled cat into a lemon",
+        description="The classic demo: the optimisation attack turns the bundled cat photo "
+        "into a 'lemon' for the model, with a change no person sees. Writes the files into "
+        "./trompe-demo/.",
+    )
+    demo.add_argument(
+        "--attack", "-a", default="cw", help="the attack (default cw; try pgd, the 2nd demo)"
+    )
+    demo.add_argument("--target", "-t", default="lemon", help="target class (default lemon)")
+    demo.add_argument("--out", "-o", default="trompe-demo", help="output folder")
+    demo.add_argument("--force", action="store_true", help="overwrite files in the folder")
+    demo.add_argument("--model", "-m", help="a model name (see `trompe models`)")
+    demo.add_argument("--device", help="torch device, e.g. cuda (default cpu)")
+    demo.add_argument("--json", action="store_true", help="print the result JSON on stdout")
+
+    attacks = verbs.add_parser(
+        "attacks",
+        parents=[common],
+        help="list the attacks",
+        description="List the attacks with their threat models and what they need.",
+    )
+    attacks.add_argument("--json", action="store_true", help="print JSON on stdout")
+
     labels = verbs.add_parser(
         "labels",
         parents=[common],
@@ -114,16 +160,81 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"expected a probability strictly between 0 and 1 (e.g. 0.99), got {text}"
+        )
+    return value
+
+
+def _levels(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of pixel levels, got {text!r}"
+        ) from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of 0-255 levels above 0, got {text}")
+    return value
+
+
+def _attack_options(parser: argparse.ArgumentParser, *, out_default: str) -> None:
+    parser.add_argument(
+        "--target", "-t", help="the class to reach: name, synonym or index (default: untargeted)"
+    )
+    parser.add_argument("--model", "-m", help="a model name (see `trompe models`)")
+    parser.add_argument("--attack", "-a", default="pgd", help="pgd, fgsm, mifgsm or cw")
+    parser.add_argument(
+        "--eps",
+        type=_levels,
+        help="budget in 0-255 pixel levels (default 10 for linf); the largest tried with --min-eps",
+    )
+    parser.add_argument(
+        "--norm", choices=["linf", "l2"], help="threat model (default linf; l2 for cw)"
+    )
+    parser.add_argument("--steps", type=_positive_int, help="most steps (attack's default)")
+    parser.add_argument("--step-size", type=_levels, help="step size in 0-255 levels")
+    parser.add_argument(
+        "--confidence",
+        type=_probability,
+        help="probability the target must reach (default 0.99 with --target)",
+    )
+    parser.add_argument(
+        "--min-eps", action="store_true", help="search the smallest budget that works"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--resolution",
+        choices=["full", "model"],
+        default="full",
+        help="attack the photo at its own size (default) or the model-size crop",
+    )
+    parser.add_argument("--out", "-o", default=out_default, help=f"output folder ({out_default})")
+    parser.add_argument("--force", action="store_true", help="overwrite files in the folder")
+    parser.add_argument("--json", action="store_true", help="print the result JSON on stdout")
+    parser.add_argument("--device", help="torch device, e.g. cuda (default cpu)")
+    parser.add_argument(
+        "--max-pixels", type=_positive_int, help="refuse larger images (default 64,000,000)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 # -- commands -------------------------------------------------------------------------------
 
 
-def _console() -> Any:
+def _console(*, stderr: bool = False) -> Any:
     from rich.console import Console
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, stderr=stderr)
     if not console.is_terminal:
         # Piped or captured output: rich would assume 80 columns and cut names short.
-        console = Console(highlight=False, width=160)
+        console = Console(highlight=False, stderr=stderr, width=160)
     return console
 
 
@@ -251,7 +362,204 @@ def _cmd_labels(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"classify": _cmd_classify, "models": _cmd_models, "labels": _cmd_labels}
+_OUTPUT_NAMES = ("adversarial.png", "perturbation.png", "report.png", "result.json")
+
+
+def _check_output(out: Path, force: bool) -> None:
+    """Refuse, before any work, an output that cannot be written or would overwrite files."""
+    from trompe.errors import OutputExistsError
+
+    if out.exists() and not out.is_dir():
+        raise TrompeError(f"--out {str(out)!r} is a file, not a folder; choose another --out")
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TrompeError(f"cannot write into {str(parent)!r}: permission denied; choose --out")
+    if not force:
+        for name in _OUTPUT_NAMES:
+            if (out / name).exists():
+                raise OutputExistsError(
+                    f"{str(out / name)!r} exists already; pass --force to overwrite it, or "
+                    "choose another --out"
+                )
+
+
+def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from trompe.api import attack as run_attack
+    from trompe.api import resolve_model
+    from trompe.attacks import get_attack
+    from trompe.images import DEFAULT_MAX_PIXELS, example_path, load_image
+    from trompe.models import DEFAULT_MODEL
+    from trompe.report import save_result
+
+    info = get_attack(args.attack)
+    if args.norm != "l2" and args.eps is not None and args.eps > 255:
+        raise InvalidArgumentError(f"--eps is in 0-255 pixel levels; got {args.eps:g}")
+    out = Path(args.out)
+    _check_output(out, args.force)
+    source = Path(image_arg) if image_arg else example_path("chelsea")
+    image = load_image(source, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS)
+    clf = resolve_model(args.model or DEFAULT_MODEL, args.device)
+    target = args.target
+    if target is not None:
+        target = clf.labels.index(target)  # unknown names fail here, with suggestions
+
+    options: dict[str, Any] = {}
+    for name in ("steps", "seed"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = value
+    if getattr(args, "step_size", None) is not None:
+        options["step_size"] = args.step_size / 255
+    eps = args.eps / 255 if getattr(args, "eps", None) is not None else None
+    kwargs: dict[str, Any] = {}
+    if getattr(args, "confidence", None) is not None:
+        kwargs["confidence"] = args.confidence
+
+    console = _console()
+    err = _console(stderr=True)
+    show = not args.json and not getattr(args, "no_progress", False) and err.is_terminal
+    goal_name = clf.labels[target] if target is not None else "true class"
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("{task.fields[prob]}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not show,
+    ) as bar:
+        task = bar.add_task(info.name, total=None, prob="")
+
+        def progress(p: Any) -> None:
+            bar.update(
+                task, completed=p.step, total=p.steps, prob=f"{goal_name}: {p.goal_prob:.1%}"
+            )
+
+        result = run_attack(
+            image,
+            target,
+            model=clf,
+            attack=info.name,
+            eps=eps,
+            norm=args.norm,
+            min_eps=getattr(args, "min_eps", False),
+            resolution=getattr(args, "resolution", "full"),
+            progress=progress,
+            **kwargs,
+            **options,
+        )
+    already = int(result.steps[0]) == 0 and bool(result.success[0])
+    extra = {
+        "image": str(source),
+        "command": "trompe " + " ".join(sys.argv[1:]) if sys.argv else "",
+        "seed": options.get("seed"),
+    }
+    paths = save_result(result, out, force=args.force, model=clf, extra=extra)
+    summary = json.loads(Path(paths["json"]).read_text())
+    if args.json:
+        _print_json(summary)
+        return EXIT_OK
+
+    if already:
+        wanted = f"already predicts {goal_name}" if target is not None else "meets the goal"
+        err.print(f"note: the model {wanted} for this image; nothing to change")
+    before, after = result.top(1, after=False)[0][0], result.top(1)[0][0]
+    gi = int(result.goal.classes[0])
+    table = Table(title=f"{source.name}: {info.name} on {clf.name}", title_justify="left")
+    table.add_column("")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    table.add_row("top-1", f"{before[1]} {before[2]:.1%}", f"{after[1]} {after[2]:.1%}")
+    label = f"target {clf.labels[gi]}" if result.goal.targeted else f"true class {clf.labels[gi]}"
+    table.add_row(
+        label, f"{result.class_prob(gi, after=False):.2%}", f"{result.class_prob(gi):.2%}"
+    )
+    norms = summary.get("norms", {})
+    table.add_row("L-inf (0-255)", "", f"{norms.get('linf_255', float('nan')):g}")
+    table.add_row("L2 (0-255)", "", f"{norms.get('l2_255', float('nan')):.1f}")
+    psnr = norms.get("psnr_db")
+    table.add_row("PSNR", "", "no change" if psnr is None else f"{psnr:.1f} dB")
+    table.add_row("steps", "", str(int(result.steps[0])))
+    table.add_row("seconds", "", f"{result.seconds:.1f}")
+    console.print(table)
+    verified = summary.get("verified_on_png", {})
+    ok = verified.get("success", bool(result.success[0]))
+    verdict = "[green]success[/green]" if ok else "[red]goal not met[/red]"
+    console.print(
+        f"{verdict} (checked on the saved PNG)  files in {out}/: {', '.join(_OUTPUT_NAMES)}"
+    )
+    return EXIT_OK if ok or already else EXIT_FAILURE
+
+
+def _cmd_attack(args: argparse.Namespace) -> int:
+    return _run_attack(args, args.image)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    for name, value in (
+        ("eps", None),
+        ("norm", None),
+        ("steps", None),
+        ("step_size", None),
+        ("confidence", None),
+        ("min_eps", False),
+        ("seed", 0),
+        ("resolution", "full"),
+        ("no_progress", False),
+        ("max_pixels", None),
+    ):
+        setattr(args, name, value)
+    err = _console(stderr=True)
+    if not args.json:
+        err.print(f"trompe demo: the bundled cat photo -> {args.target!r} with {args.attack}")
+    return _run_attack(args, None)
+
+
+def _cmd_attacks(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from trompe.attacks import list_attacks
+
+    infos = list_attacks()
+    if args.json:
+        _print_json(
+            [
+                {
+                    "name": a.name,
+                    "norms": list(a.norms),
+                    "targeted": a.targeted,
+                    "access": a.access,
+                    "minimum_norm": a.minimum_norm,
+                    "summary": a.summary,
+                }
+                for a in infos
+            ]
+        )
+        return EXIT_OK
+    table = Table(title="attacks", title_justify="left")
+    for column in ("name", "threat model", "targeted", "needs", "budget", "what it does"):
+        table.add_column(column)
+    for a in infos:
+        budget = "smallest change" if a.minimum_norm else "eps"
+        table.add_row(
+            a.name, ", ".join(a.norms), "yes" if a.targeted else "no", a.access, budget, a.summary
+        )
+    _console().print(table)
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "classify": _cmd_classify,
+    "attack": _cmd_attack,
+    "demo": _cmd_demo,
+    "attacks": _cmd_attacks,
+    "models": _cmd_models,
+    "labels": _cmd_labels,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ __all__ = [
     "MissingWeightsError",
     "OutputExistsError",
     "TrompeError",
+    "UnknownAttackError",
     "UnknownLabelError",
     "UnknownModelError",
 ]
@@ -40,6 +41,12 @@ class UnknownModelError(TrompeError, LookupError):
 
 class UnknownLabelError(TrompeError, LookupError):
     """A class name, synonym or index matches none of the model's classes."""
+
+    exit_code = 2
+
+
+class UnknownAttackError(TrompeError, LookupError):
+    """No attack is registered under the given name."""
 
     exit_code = 2
 

@@ -1,0 +1,498 @@
+"""The attack engine: one interface for every attack, with 8-bit honesty and early stopping.
+
+An attack is built from its hyper-parameters only and called with a classifier, a batch of
+images and a goal; it returns an :class:`~trompe.attacks.result.AttackResult`. The base class's
+``__call__`` does what every attack needs and no subclass may skip: it validates the inputs,
+keeps the model frozen, times the run, rounds the output to 8 bits within the budget, and
+computes ``success`` by re-predicting the returned images, so success can never disagree with
+what the model says of the saved PNG.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from trompe.attacks.goal import Goal
+from trompe.attacks.result import AttackResult, measure
+from trompe.errors import InvalidArgumentError
+from trompe.images import quantize
+from trompe.models.classifier import Classifier
+
+__all__ = ["Attack", "FixedBudgetAttack", "IterativeAttack", "Norm", "Progress", "ProgressCallback"]
+
+Norm = Literal["linf", "l2"]
+NORMS: tuple[Norm, ...] = ("linf", "l2")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What an attack reports after each step, for progress bars.
+
+    Attributes:
+        step: steps done so far.
+        steps: the step budget.
+        done: images whose goal is met (on their 8-bit version).
+        total: images in the batch.
+        goal_prob: probability of the goal class of the first image still running (the target,
+            or for an untargeted goal the true class), or of the first image if all are done.
+    """
+
+    step: int
+    steps: int
+    done: int
+    total: int
+    goal_prob: float
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
+    bad_type = not isinstance(value, int) if integer else not isinstance(value, int | float)
+    if isinstance(value, bool) or bad_type or not value > 0 or not math.isfinite(value):
+        kind = "a whole number" if integer else "a number"
+        raise InvalidArgumentError(f"{name} must be {kind} above 0, got {value!r}")
+
+
+class _Tracker:
+    """Per-image bookkeeping shared by the iterative attacks.
+
+    Holds, per image: whether the goal is met on the 8-bit image (then that image is frozen in
+    ``adversarial`` and, with early stopping, leaves the batch), the float iterate with the
+    best goal margin so far (the fallback for images that never make it), and counters of
+    steps, forward and backward passes.
+    """
+
+    def __init__(self, images: torch.Tensor, goal: Goal, early_stop: bool) -> None:
+        batch = images.shape[0]
+        device = images.device
+        self.goal = goal
+        self.early_stop = early_stop
+        self.adversarial = images.clone()
+        self.best = images.clone()
+        self.best_margin = torch.full((batch,), -math.inf, device=device)
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.steps = torch.zeros(batch, dtype=torch.long)
+        self.forwards = torch.zeros(batch, dtype=torch.long)
+        self.gradients = torch.zeros(batch, dtype=torch.long)
+        self.goal_prob = math.nan
+
+    def active(self) -> torch.Tensor:
+        """Indices of the images still running."""
+        if not self.early_stop:
+            return torch.arange(self.done.shape[0], device=self.done.device)
+        return (~self.done).nonzero().squeeze(1)
+
+    def count(self, index: torch.Tensor, *, forwards: int = 1, gradients: int = 0) -> None:
+        cpu = index.cpu()
+        self.forwards[cpu] += forwards
+        self.gradients[cpu] += gradients
+        self.steps[cpu] += gradients
+
+    def observe(
+        self,
+        model: Classifier,
+        index: torch.Tensor,
+        candidates: torch.Tensor,
+        logits: torch.Tensor,
+        round_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    ) -> None:
+        """Record the float iterates ``candidates`` of images ``index`` and their ``logits``.
+
+        Keeps the best iterate per image, and with early stopping checks the goal on the 8-bit
+        version of the iterates whose float logits meet it: one extra forward pass for those
+        images only. ``round_fn(x, index)`` rounds iterates into the budget.
+        """
+        goal = self.goal.subset(index)
+        with torch.no_grad():
+            logits = logits.detach()
+            candidates = candidates.detach()
+            if len(index):
+                prob = logits[:1].softmax(dim=1)[0, goal.classes[0]]
+                self.goal_prob = float(prob)
+            margin = goal.margin(logits)
+            better = margin > self.best_margin[index]
+            self.best_margin[index[better]] = margin[better]
+            self.best[index[better]] = candidates[better]
+            if not self.early_stop:
+                return
+            hopeful = (margin > 0).nonzero().squeeze(1)
+            if not len(hopeful):
+                return
+            chosen = index[hopeful]
+            rounded = round_fn(candidates[hopeful], chosen)
+            met = goal.subset(hopeful).met(model(rounded))
+            self.count(chosen)
+            self.done[chosen[met]] = True
+            self.adversarial[chosen[met]] = rounded[met]
+
+    def finish(
+        self,
+        round_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        fallback: torch.Tensor,
+    ) -> None:
+        """Round ``fallback`` (best or last iterates) into ``adversarial`` for images not done."""
+        pending = (~self.done).nonzero().squeeze(1)
+        if len(pending):
+            self.adversarial[pending] = round_fn(fallback[pending], pending)
+
+
+class Attack(ABC):
+    """Base class of every attack.
+
+    Subclasses set the class attributes below, take their hyper-parameters as keyword-only
+    arguments in ``__init__``, and implement :meth:`_run`.
+    """
+
+    #: Registry key, kebab-case (``pgd``, ``mifgsm``).
+    name: str
+    #: The threat models the attack supports.
+    norms: tuple[Norm, ...] = NORMS
+    #: Whether the attack accepts a :class:`~trompe.attacks.goal.Targeted` goal.
+    supports_targeted: bool = True
+    #: Whether the attack looks for the smallest change (no ``eps`` budget).
+    minimum_norm: bool = False
+
+    norm: Norm
+    seed: int | None
+
+    def params(self) -> dict[str, Any]:
+        """The hyper-parameters, JSON-ready, for reports."""
+        return {
+            k: v
+            for k, v in vars(self).items()
+            if not k.startswith("_") and isinstance(v, int | float | str | bool | type(None))
+        }
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({args})"
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        generator = torch.Generator(device=device)
+        if self.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(self.seed)
+        return generator
+
+    def __call__(
+        self,
+        model: Classifier,
+        images: torch.Tensor,
+        goal: Goal,
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> AttackResult:
+        """Attack a batch of images.
+
+        Args:
+            model: the classifier to fool.
+            images: (B, 3, H, W) floats in [0, 1], of any size the classifier takes.
+            goal: a :class:`~trompe.attacks.goal.Targeted` or
+                :class:`~trompe.attacks.goal.Untargeted` goal with one class per image.
+            progress: called after each step with a :class:`Progress`.
+
+        Returns:
+            The result; ``adversarial`` is on the 8-bit grid and within the budget, and
+            ``success`` is the goal evaluated by ``model`` on exactly those images.
+
+        Raises:
+            InvalidArgumentError: images of the wrong shape or range, a goal of another batch
+                size, or a targeted goal for an attack without a targeted form.
+        """
+        if not isinstance(model, Classifier):
+            raise InvalidArgumentError(
+                f"attacks take a trompe Classifier, got {type(model).__name__}; wrap your "
+                "network with trompe.Classifier(module, mean=..., std=...)"
+            )
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images)
+            raise InvalidArgumentError(f"images must be a (B, 3, H, W) tensor, got {shape}")
+        if not images.is_floating_point():
+            raise InvalidArgumentError(f"images must be floats in [0, 1], got {images.dtype}")
+        if images.numel() and (images.min() < 0 or images.max() > 1):
+            raise InvalidArgumentError("images must lie in [0, 1]")
+        if not isinstance(goal, Goal):
+            raise InvalidArgumentError(
+                f"goal must be Targeted(...) or Untargeted(...), got {type(goal).__name__}"
+            )
+        if len(goal) != images.shape[0]:
+            raise InvalidArgumentError(
+                f"the goal has {len(goal)} classes for {images.shape[0]} images; give one each"
+            )
+        if goal.targeted and not self.supports_targeted:
+            raise InvalidArgumentError(f"attack {self.name!r} has no targeted form")
+        num_classes = model.num_classes
+        if goal.classes.numel() and (goal.classes.min() < 0 or goal.classes.max() >= num_classes):
+            raise InvalidArgumentError(f"goal classes must be between 0 and {num_classes - 1}")
+
+        device = model.device
+        images = images.detach().to(device, torch.float32)
+        goal = goal.to(device)
+        was_training = model.training
+        model.eval()
+        start = time.perf_counter()
+        try:
+            with torch.no_grad():
+                logits_before = model(images)
+            # Images that meet the goal already are returned unchanged: no change is smallest.
+            todo = (~goal.met(logits_before)).nonzero().squeeze(1)
+            adversarial = images.clone()
+            steps = torch.zeros(len(images), dtype=torch.long)
+            forwards = torch.ones(len(images), dtype=torch.long)  # the evaluation before
+            gradients = torch.zeros(len(images), dtype=torch.long)
+            if len(todo):
+                tracker = self._run(model, images[todo], goal.subset(todo), progress)
+                adversarial[todo] = tracker.adversarial
+                cpu = todo.cpu()
+                steps[cpu] = tracker.steps
+                forwards[cpu] += tracker.forwards
+                gradients[cpu] = tracker.gradients
+            adversarial = quantize(adversarial)
+            with torch.no_grad():
+                logits_after = model(adversarial)
+            forwards += 1
+        finally:
+            model.train(was_training)
+        seconds = time.perf_counter() - start
+        return AttackResult(
+            original=images.cpu(),
+            adversarial=adversarial.cpu(),
+            goal=goal.to(torch.device("cpu")),
+            success=goal.met(logits_after).cpu(),
+            probs_before=logits_before.softmax(dim=1).cpu(),
+            probs_after=logits_after.softmax(dim=1).cpu(),
+            norms=measure(images, adversarial),
+            steps=steps,
+            forwards=forwards,
+            gradients=gradients,
+            seconds=seconds,
+            attack=self.name,
+            params=self.params(),
+            model=model.name,
+            labels=model._labels,
+        )
+
+    @abstractmethod
+    def _run(
+        self,
+        model: Classifier,
+        images: torch.Tensor,
+        goal: Goal,
+        progress: ProgressCallback | None,
+    ) -> _Tracker:
+        """Search the adversarial images; return the tracker holding them (8-bit, in budget)."""
+
+
+class FixedBudgetAttack(Attack):
+    """An attack with a budget ``eps`` in a norm: the change never exceeds it, after rounding.
+
+    Args:
+        eps: the budget in [0, 1] units (``10 / 255`` for the demos' "10").
+        norm: ``"linf"`` (per-pixel limit) or ``"l2"`` (limit on the whole change).
+    """
+
+    def __init__(self, *, eps: float, norm: Norm = "linf") -> None:
+        _check_positive("eps", eps)
+        if norm not in self.norms:
+            supported = " or ".join(self.norms)
+            raise InvalidArgumentError(
+                f"attack {self.name!r} supports the {supported} threat model, not {norm!r}"
+            )
+        if norm == "linf" and eps > 1:
+            raise InvalidArgumentError(
+                f"eps is in [0, 1] units in the Python API (10 / 255 for 10 pixel levels), "
+                f"got {eps}"
+            )
+        self.eps = float(eps)
+        self.norm = norm
+
+    # -- the threat model ----------------------------------------------------------------------
+
+    def project(self, adversarial: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Bring each image back into the eps-ball around ``images`` and into [0, 1]."""
+        delta = adversarial - images
+        if self.norm == "linf":
+            delta = delta.clamp(-self.eps, self.eps)
+        else:
+            norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+            factor = (self.eps / norms).clamp(max=1.0)
+            delta = delta * factor.view(-1, 1, 1, 1)
+        return (images + delta).clamp(0.0, 1.0)
+
+    def round_into_budget(self, adversarial: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Round to 8 bits without leaving the budget or [0, 1].
+
+        L-inf: round to the nearest level, then clamp to the levels within eps of the original
+        (exact when the original is on the 8-bit grid, as photos read from files are). L2:
+        round to the nearest level; images whose rounded change exceeds eps are rounded
+        towards the original instead, which never increases any pixel's change.
+        """
+        with torch.no_grad():
+            original = images * 255
+            levels = (adversarial * 255).round()
+            if self.norm == "linf":
+                slack = 1e-4  # float error in eps * 255; levels are integers
+                low = torch.ceil(original - self.eps * 255 - slack)
+                high = torch.floor(original + self.eps * 255 + slack)
+                levels = torch.minimum(torch.maximum(levels, low), high)
+            else:
+                over = (levels - original).flatten(1).norm(dim=1) > self.eps * 255 + 1e-4
+                if over.any():
+                    toward = original[over] + torch.trunc(adversarial[over] * 255 - original[over])
+                    levels[over] = toward.round()
+            return quantize(levels.clamp(0, 255) / 255)
+
+    def random_start_point(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A uniform random point of the eps-ball around each image, clipped to [0, 1]."""
+        if self.norm == "linf":
+            noise = torch.rand(images.shape, generator=generator, device=images.device)
+            delta = (2 * noise - 1) * self.eps
+        else:
+            direction = torch.randn(images.shape, generator=generator, device=images.device)
+            direction = direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+            dims = images[0].numel()
+            radius = torch.rand(images.shape[0], generator=generator, device=images.device)
+            delta = direction * (self.eps * radius ** (1 / dims)).view(-1, 1, 1, 1)
+        return (images + delta).clamp(0.0, 1.0)
+
+
+class IterativeAttack(FixedBudgetAttack):
+    """A gradient attack that takes ``steps`` steps inside the eps-ball (FGSM, PGD, MI-FGSM).
+
+    The loop is shared: each step evaluates the model and its gradient on the images still
+    running only; images whose 8-bit version meets the goal leave the batch (``early_stop``),
+    so the cost falls as images succeed. Subclasses define :meth:`_step`.
+
+    Args:
+        eps: the budget in [0, 1] units.
+        norm: ``"linf"`` or ``"l2"``.
+        steps: the most steps per image.
+        step_size: the size of one step in [0, 1] units (L-inf: per pixel; L2: of the whole
+            change); ``None`` takes the attack's default.
+        random_start: start from a random point of the eps-ball instead of the image.
+        early_stop: stop each image as soon as its 8-bit version meets the goal. Without it,
+            every image takes every step and the last iterate is returned.
+        seed: seeds the random start; ``None`` draws a fresh seed.
+    """
+
+    default_relative_step: ClassVar[float] = 0.25
+
+    def __init__(
+        self,
+        *,
+        eps: float,
+        norm: Norm = "linf",
+        steps: int = 40,
+        step_size: float | None = None,
+        random_start: bool = True,
+        early_stop: bool = True,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__(eps=eps, norm=norm)
+        _check_positive("steps", steps, integer=True)
+        if step_size is not None:
+            _check_positive("step_size", step_size)
+        self.steps = int(steps)
+        self.step_size = float(step_size) if step_size is not None else self._default_step()
+        self.random_start = bool(random_start)
+        self.early_stop = bool(early_stop)
+        self.seed = seed
+
+    def _default_step(self) -> float:
+        return self.default_relative_step * self.eps
+
+    def _init_state(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image state carried from step to step (e.g. momentum), indexed like the batch."""
+        return {}
+
+    @abstractmethod
+    def _step(
+        self,
+        adversarial: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict[str, torch.Tensor],
+        index: torch.Tensor,
+    ) -> torch.Tensor:
+        """One ascent step of the goal's loss, before projection."""
+
+    def _run(
+        self,
+        model: Classifier,
+        images: torch.Tensor,
+        goal: Goal,
+        progress: ProgressCallback | None,
+    ) -> _Tracker:
+        def round_fn(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            return self.round_into_budget(x, images[index])
+
+        tracker = _Tracker(images, goal, self.early_stop)
+        if self.random_start:
+            x = self.random_start_point(images, self._generator(images.device))
+            seen = _seen_pixels(model, images)
+            if seen is not None:
+                # No noise where the model does not look (outside its centre crop): it could
+                # never be optimised away and would only make the photo worse.
+                x = torch.where(seen, x, images)
+        else:
+            x = images.clone()
+        state = self._init_state(images)
+        for step in range(self.steps + 1):
+            index = tracker.active()
+            if not len(index):
+                break
+            last = step == self.steps
+            if last and not self.early_stop:
+                break  # the fixed-step run returns its last iterate, evaluated by __call__
+            current = x[index].requires_grad_(not last)
+            with torch.set_grad_enabled(not last):
+                logits = model(current)
+                if not last:
+                    loss = goal.subset(index).loss(logits).sum()
+                    (grad,) = torch.autograd.grad(loss, current)
+            tracker.count(index, forwards=1, gradients=0 if last else 1)
+            tracker.observe(model, index, current, logits, round_fn)
+            if last:
+                break
+            with torch.no_grad():
+                moved = self._step(current.detach(), grad, state, index)
+                x[index] = self.project(moved, images[index])
+            if progress is not None:
+                done = int(tracker.done.sum())
+                progress(Progress(step + 1, self.steps, done, len(images), tracker.goal_prob))
+        tracker.finish(round_fn, tracker.best if self.early_stop else x)
+        return tracker
+
+
+def _seen_pixels(model: Classifier, images: torch.Tensor) -> torch.Tensor | None:
+    """Where the model's crop and resize read the images, as a (B, 1, H, W) mask.
+
+    ``None`` when the model sees every pixel (the images have its input size, or it has none).
+    Found with one backward pass through the crop and resize alone (not the network): pixels
+    outside the crop get an exactly zero gradient.
+    """
+    if model.input_size is None or tuple(images.shape[-2:]) == model.input_size:
+        return None
+    probe = images[:1].clone().requires_grad_(True)
+    with torch.enable_grad():
+        grad: torch.Tensor = torch.autograd.grad(model.preprocess(probe).sum(), probe)[0]
+    return (grad.abs().sum(dim=1, keepdim=True) > 0).expand(len(images), 1, *images.shape[-2:])
+
+
+def _l2_normalise(tensor: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = tensor / tensor.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return out
+
+
+def _l1_normalise(tensor: torch.Tensor) -> torch.Tensor:
+    norms = tensor.flatten(1).abs().sum(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    out: torch.Tensor = tensor / norms
+    return out

@@ -1,0 +1,130 @@
+"""The result of an attack: adversarial images and everything needed to trust and reproduce them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trompe.attacks.goal import Goal
+from trompe.labels import Labels
+
+__all__ = ["AttackResult", "Norms", "measure"]
+
+
+@dataclass(frozen=True)
+class Norms:
+    """Size of a perturbation per image, in 0-255 pixel levels.
+
+    Attributes:
+        linf: the largest change of one pixel channel.
+        l2: the Euclidean norm of the whole change.
+        psnr: peak signal-to-noise ratio in dB (``inf`` for no change).
+    """
+
+    linf: torch.Tensor
+    l2: torch.Tensor
+    psnr: torch.Tensor
+
+
+def measure(original: torch.Tensor, adversarial: torch.Tensor) -> Norms:
+    """Norms of ``adversarial - original`` in 0-255 units, computed on the 8-bit values.
+
+    Both are snapped to the 8-bit grid first, so the figures are those of the saved PNGs.
+
+    Shape:
+        - Input: two (B, 3, H, W) batches in [0, 1].
+        - Output: three (B,) float64 tensors.
+    """
+    a = (original.detach().double() * 255).round()
+    b = (adversarial.detach().double() * 255).round()
+    diff = (b - a).flatten(1)
+    linf = diff.abs().amax(dim=1)
+    l2 = diff.norm(dim=1)
+    mse = diff.square().mean(dim=1)
+    psnr = torch.where(mse > 0, 10 * torch.log10(255.0**2 / mse), torch.full_like(mse, math.inf))
+    return Norms(linf.cpu(), l2.cpu(), psnr.cpu())
+
+
+@dataclass(frozen=True, eq=False)
+class AttackResult:
+    """What an attack returns; ``success`` is measured on ``adversarial`` as it is (8-bit).
+
+    Attributes:
+        original: the images attacked, (B, 3, H, W) in [0, 1].
+        adversarial: the adversarial images, (B, 3, H, W), on the 8-bit grid when the attack
+            rounds (the default), so that saving them as PNG changes nothing.
+        goal: what was asked, per image.
+        success: (B,) bool: the goal holds for the model on ``adversarial``.
+        probs_before: (B, C) softmax of the model on ``original``.
+        probs_after: (B, C) softmax of the model on ``adversarial``.
+        norms: size of the change, in 0-255 units, measured on 8-bit values.
+        steps: (B,) iterations each image took before it stopped.
+        forwards: (B,) model evaluations spent on each image (forward passes, gradients or not).
+        gradients: (B,) gradient computations (backward passes) spent on each image.
+        seconds: wall-clock time of the whole attack.
+        attack: the attack's registry name.
+        params: the attack's hyper-parameters (eps in [0, 1] units as the library takes it).
+        model: the classifier's name.
+        labels: the classifier's class names, for display.
+    """
+
+    original: torch.Tensor
+    adversarial: torch.Tensor
+    goal: Goal
+    success: torch.Tensor
+    probs_before: torch.Tensor
+    probs_after: torch.Tensor
+    norms: Norms
+    steps: torch.Tensor
+    forwards: torch.Tensor
+    gradients: torch.Tensor
+    seconds: float
+    attack: str
+    params: dict[str, Any] = field(default_factory=dict)
+    model: str = ""
+    labels: Labels | None = None
+
+    def __len__(self) -> int:
+        return int(self.adversarial.shape[0])
+
+    @property
+    def success_rate(self) -> float:
+        """Fraction of the images whose goal is met."""
+        return float(self.success.float().mean()) if len(self) else 0.0
+
+    def top(self, k: int = 5, *, after: bool = True) -> list[list[tuple[int, str, float]]]:
+        """The top ``k`` (index, name, probability) per image, after or before the attack."""
+        probs = self.probs_after if after else self.probs_before
+        values, indices = probs.topk(k, dim=1)
+        names = self.labels
+        return [
+            [
+                (int(i), names[int(i)] if names is not None else f"class {int(i)}", float(p))
+                for p, i in zip(row_p.tolist(), row_i.tolist(), strict=True)
+            ]
+            for row_p, row_i in zip(values, indices, strict=True)
+        ]
+
+    def class_prob(self, index: int, image: int = 0, *, after: bool = True) -> float:
+        """The probability of one class for one image, after or before the attack."""
+        probs = self.probs_after if after else self.probs_before
+        return float(probs[image, index])
+
+    def save(self, out_dir: str | Path, *, force: bool = False) -> dict[str, Path]:
+        """Write the adversarial PNG, the amplified perturbation, the report and the JSON.
+
+        See :func:`trompe.report.save_result`.
+        """
+        from trompe.report import save_result
+
+        return save_result(self, out_dir, force=force)
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter shows a result as its report picture."""
+        from trompe.report import report_png_bytes
+
+        return report_png_bytes(self)
