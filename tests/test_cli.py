@@ -158,3 +158,136 @@ def test_typos_find_the_class(args: tuple[str, ...]) -> None:
     result = run(*args, "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0]["index"] == 951
+
+
+# -- attack and demo ----------------------------------------------------------------------------
+
+OUTPUTS = ("adversarial.png", "perturbation.png", "report.png", "result.json")
+
+
+def test_attack_cat_to_lemon_writes_honest_files(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run("attack", "--target", "lemon", "--eps", "10", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+    assert summary["success"] and summary["verified_on_png"]["success"]
+    assert summary["goal"]["class"] == 951 and summary["params"]["eps_255"] == 10
+    assert summary["norms"]["linf_255"] <= 10 and summary["size"] == [451, 300]
+    # the saved PNG, read back by an independent path, is a lemon at >= 99 % for the model
+    adversarial = trompe.load_image(out / "adversarial.png")
+    assert adversarial.shape == (3, 300, 451)
+    probs = trompe.load_model().probs(adversarial)
+    assert probs[0, 951] >= 0.99
+    original = trompe.load_image(example_path("chelsea"))
+    assert ((adversarial - original).abs().max() * 255).round() <= 10
+
+
+def test_attack_table_output(tmp_path: Path) -> None:
+    result = run(
+        "attack", str(example_path("coffee")), "--target", "pelican", "--out", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pelican" in result.stdout and "L-inf (0-255)" in result.stdout
+    assert "success" in result.stdout
+
+
+def test_target_already_top1_says_so_and_writes_files(tmp_path: Path) -> None:
+    result = run("attack", "--target", "tiger cat", "--confidence", "0.3", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "already predicts tiger cat" in result.stderr
+    assert all((tmp_path / name).exists() for name in OUTPUTS)
+    summary = json.loads((tmp_path / "result.json").read_text())
+    assert summary["norms"]["linf_255"] == 0 and summary["steps"] == 0
+
+
+def test_existing_output_needs_force(tmp_path: Path) -> None:
+    (tmp_path / "report.png").write_bytes(b"my own file")
+    result = run("attack", "--target", "lemon", "--steps", "2", "--out", str(tmp_path))
+    assert_one_line_error(result, 2, "report.png", "--force")
+    assert (tmp_path / "report.png").read_bytes() == b"my own file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.png"]
+    forced = run("attack", "--target", "lemon", "--steps", "2", "--out", str(tmp_path), "--force")
+    assert forced.returncode in (0, 1), forced.stderr  # 2 steps may not reach 99 %
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--eps", "0"), ("--eps",)),
+        (("--eps", "-3"), ("--eps",)),
+        (("--eps", "300"), ("--eps", "0-255")),
+        (("--steps", "0"), ("--steps",)),
+        (("--confidence", "1.5"), ("--confidence",)),
+        (("--confidence", "0"), ("--confidence",)),
+        (("--target", "lemmon"), ("did you mean lemon (951)",)),
+        (("--attack", "pgdd"), ("did you mean pgd",)),
+        (("--attack", "cw", "--eps", "5"), ("no eps",)),
+        (("--attack", "cw", "--norm", "linf"), ("l2",)),
+    ],
+)
+def test_attack_bad_input(tmp_path: Path, args: tuple[str, ...], words: tuple[str, ...]) -> None:
+    out = tmp_path / "out"
+    assert_one_line_error(run("attack", *args, "--out", str(out)), 2, *words)
+    assert not out.exists()
+
+
+def test_output_folder_that_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(run("attack", "--out", str(blocker)), 1, "not a folder")
+
+
+def test_ctrl_c_mid_attack_leaves_nothing(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    # half a pixel level rounds to no change at all: this attack can never succeed
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trompe",
+            "attack",
+            "--target",
+            "lemon",
+            "--eps",
+            "0.4",
+            "--steps",
+            "100000",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(8)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "trompe: interrupted" and "Traceback" not in stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_demo_pgd_and_attacks_listing(tmp_path: Path) -> None:
+    result = run(
+        "demo", "--attack", "pgd", "--target", "broccoli", "--out", str(tmp_path), "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["success"] and summary["goal"]["class_name"] == "broccoli"
+    listing = json.loads(run("attacks", "--json").stdout)
+    assert {a["name"] for a in listing} >= {"pgd", "fgsm", "mifgsm", "cw"}
+
+
+def test_demo_optimisation_attack_is_invisible(tmp_path: Path) -> None:
+    """The README's main job: `trompe demo`, cat -> lemon, PSNR above 40 dB."""
+    result = run("demo", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (tmp_path / "trompe-demo" / "adversarial.png").exists()
+    assert summary["success"] and summary["verified_on_png"]["goal_prob"] >= 0.99
+    assert summary["norms"]["psnr_db"] > 40
