@@ -298,3 +298,28 @@ def test_api_attack_end_to_end() -> None:
         trompe.attack(example_path("chelsea"), "lemmon")
     with pytest.raises(InvalidArgumentError, match="no eps"):
         trompe.attack(example_path("chelsea"), "lemon", attack="cw", eps=0.1)
+
+
+def test_restarts_retry_only_the_failures(clf: Classifier, small: torch.Tensor) -> None:
+    goal = Targeted([LEMON, PELICAN], confidence=0.99)
+    once = PGD(eps=2 / 255, steps=3, seed=3)(clf, small, goal)
+    thrice = PGD(eps=2 / 255, steps=3, restarts=3, seed=3)(clf, small, goal)
+    again = PGD(eps=2 / 255, steps=3, restarts=3, seed=3)(clf, small, goal)
+    assert torch.equal(thrice.adversarial, again.adversarial)
+    assert (thrice.norms.linf <= 2).all()
+    for i in range(2):
+        if not once.success[i]:  # a failed image is tried again from new random points
+            assert thrice.gradients[i] > once.gradients[i]
+    with pytest.raises(InvalidArgumentError, match="random_start"):
+        PGD(eps=0.1, restarts=2, random_start=False)
+
+
+@pytest.mark.parametrize("photo", ["chelsea", "coffee"])
+@pytest.mark.parametrize("target", ["pelican", "broccoli", "printer", "convertible"])
+def test_full_size_photos_to_any_target(clf: Classifier, photo: str, target: str) -> None:
+    """The PGD demo's bar: eps 10 levels, >= 99 % target probability on the 8-bit image."""
+    result = trompe.attack(example_path(photo), target, model=clf, eps=10 / 255)
+    index = clf.labels.index(target)
+    assert bool(result.success[0]), f"{photo} -> {target}: {result.class_prob(index):.3f}"
+    assert result.class_prob(index) >= 0.99 and result.norms.linf[0] <= 10
+    assert result.adversarial.shape == (1, *load_image(example_path(photo)).shape)

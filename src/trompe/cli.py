@@ -199,6 +199,9 @@ def _attack_options(parser: argparse.ArgumentParser, *, out_default: str) -> Non
         "--norm", choices=["linf", "l2"], help="threat model (default linf; l2 for cw)"
     )
     parser.add_argument("--steps", type=_positive_int, help="most steps (attack's default)")
+    parser.add_argument(
+        "--restarts", type=_positive_int, help="runs from new random starts (pgd; default 1)"
+    )
     parser.add_argument("--step-size", type=_levels, help="step size in 0-255 levels")
     parser.add_argument(
         "--confidence",
@@ -407,7 +410,7 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
         target = clf.labels.index(target)  # unknown names fail here, with suggestions
 
     options: dict[str, Any] = {}
-    for name in ("steps", "seed"):
+    for name in ("steps", "restarts", "seed"):
         value = getattr(args, name, None)
         if value is not None:
             options[name] = value

@@ -379,6 +379,8 @@ class IterativeAttack(FixedBudgetAttack):
         step_size: the size of one step in [0, 1] units (L-inf: per pixel; L2: of the whole
             change); ``None`` takes the attack's default.
         random_start: start from a random point of the eps-ball instead of the image.
+        restarts: runs from new random points for the images that have not met their goal;
+            the best iterate over all runs is kept.
         early_stop: stop each image as soon as its 8-bit version meets the goal. Without it,
             every image takes every step and the last iterate is returned.
         seed: seeds the random start; ``None`` draws a fresh seed.
@@ -394,11 +396,16 @@ class IterativeAttack(FixedBudgetAttack):
         steps: int = 40,
         step_size: float | None = None,
         random_start: bool = True,
+        restarts: int = 1,
         early_stop: bool = True,
         seed: int | None = 0,
     ) -> None:
         super().__init__(eps=eps, norm=norm)
         _check_positive("steps", steps, integer=True)
+        _check_positive("restarts", restarts, integer=True)
+        if restarts > 1 and not random_start:
+            raise InvalidArgumentError("restarts need random_start=True: they would repeat")
+        self.restarts = int(restarts)
         if step_size is not None:
             _check_positive("step_size", step_size)
         self.steps = int(steps)
@@ -435,40 +442,46 @@ class IterativeAttack(FixedBudgetAttack):
             return self.round_into_budget(x, images[index])
 
         tracker = _Tracker(images, goal, self.early_stop)
-        if self.random_start:
-            x = self.random_start_point(images, self._generator(images.device))
-            seen = _seen_pixels(model, images)
-            if seen is not None:
-                # No noise where the model does not look (outside its centre crop): it could
-                # never be optimised away and would only make the photo worse.
-                x = torch.where(seen, x, images)
-        else:
-            x = images.clone()
-        state = self._init_state(images)
-        for step in range(self.steps + 1):
-            index = tracker.active()
-            if not len(index):
+        generator = self._generator(images.device)
+        # No noise where the model does not look (outside its centre crop): it could never be
+        # optimised away and would only make the photo worse.
+        seen = _seen_pixels(model, images) if self.random_start else None
+        total = self.steps * self.restarts
+        x = images.clone()
+        for restart in range(self.restarts):
+            if restart and not len(tracker.active()):
                 break
-            last = step == self.steps
-            if last and not self.early_stop:
-                break  # the fixed-step run returns its last iterate, evaluated by __call__
-            current = x[index].requires_grad_(not last)
-            with torch.set_grad_enabled(not last):
-                logits = model(current)
-                if not last:
-                    loss = goal.subset(index).loss(logits).sum()
-                    (grad,) = torch.autograd.grad(loss, current)
-            tracker.count(index, forwards=1, gradients=0 if last else 1)
-            tracker.observe(model, index, current, logits, round_fn)
-            if last:
-                break
-            with torch.no_grad():
-                moved = self._step(current.detach(), grad, state, index)
-                x[index] = self.project(moved, images[index])
-            if progress is not None:
-                done = int(tracker.done.sum())
-                progress(Progress(step + 1, self.steps, done, len(images), tracker.goal_prob))
-        tracker.finish(round_fn, tracker.best if self.early_stop else x)
+            if self.random_start:
+                x = self.random_start_point(images, generator)
+                if seen is not None:
+                    x = torch.where(seen, x, images)
+            state = self._init_state(images)
+            for step in range(self.steps + 1):
+                index = tracker.active()
+                if not len(index):
+                    break
+                last = step == self.steps
+                if last and not self.early_stop:
+                    break  # a fixed-step run returns its last iterate, evaluated by __call__
+                current = x[index].requires_grad_(not last)
+                with torch.set_grad_enabled(not last):
+                    logits = model(current)
+                    if not last:
+                        loss = goal.subset(index).loss(logits).sum()
+                        (grad,) = torch.autograd.grad(loss, current)
+                tracker.count(index, forwards=1, gradients=0 if last else 1)
+                tracker.observe(model, index, current, logits, round_fn)
+                if last:
+                    break
+                with torch.no_grad():
+                    moved = self._step(current.detach(), grad, state, index)
+                    x[index] = self.project(moved, images[index])
+                if progress is not None:
+                    done = int(tracker.done.sum())
+                    at = restart * self.steps + step + 1
+                    progress(Progress(at, total, done, len(images), tracker.goal_prob))
+        last_iterate = not self.early_stop and self.restarts == 1
+        tracker.finish(round_fn, x if last_iterate else tracker.best)
         return tracker
 
 

@@ -35,6 +35,7 @@ class MIFGSM(IterativeAttack):
         step_size: default ``eps / steps``, as in the paper.
         decay: the momentum factor ``mu`` (default 1.0).
         random_start: start from a random point of the ball (default off, as in the paper).
+        restarts: further runs from new random points (needs ``random_start``).
         early_stop: stop each image as soon as its 8-bit version meets the goal.
         seed: seeds the random start.
     """
@@ -50,6 +51,7 @@ class MIFGSM(IterativeAttack):
         step_size: float | None = None,
         decay: float = 1.0,
         random_start: bool = False,
+        restarts: int = 1,
         early_stop: bool = True,
         seed: int | None = 0,
     ) -> None:
@@ -60,6 +62,7 @@ class MIFGSM(IterativeAttack):
             steps=steps,
             step_size=step_size if step_size is not None else eps / steps,
             random_start=random_start,
+            restarts=restarts,
             early_stop=early_stop,
             seed=seed,
         )

@@ -30,6 +30,7 @@ class PGD(IterativeAttack):
             there.
         random_start: start from a uniform random point of the ball (default, as in Madry et
             al.).
+        restarts: further runs from new random points for the images that failed.
         early_stop: stop each image as soon as its 8-bit version meets the goal.
         seed: seeds the random start.
 
