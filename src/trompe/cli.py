@@ -398,7 +398,8 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
     from trompe.report import save_result
 
     info = get_attack(args.attack)
-    if args.norm != "l2" and args.eps is not None and args.eps > 255:
+    norm = getattr(args, "norm", None)
+    if norm != "l2" and getattr(args, "eps", None) is not None and args.eps > 255:
         raise InvalidArgumentError(f"--eps is in 0-255 pixel levels; got {args.eps:g}")
     out = Path(args.out)
     _check_output(out, args.force)
@@ -448,7 +449,7 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
             model=clf,
             attack=info.name,
             eps=eps,
-            norm=args.norm,
+            norm=norm,
             min_eps=getattr(args, "min_eps", False),
             resolution=getattr(args, "resolution", "full"),
             progress=progress,
@@ -503,19 +504,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    for name, value in (
-        ("eps", None),
-        ("norm", None),
-        ("steps", None),
-        ("step_size", None),
-        ("confidence", None),
-        ("min_eps", False),
-        ("seed", 0),
-        ("resolution", "full"),
-        ("no_progress", False),
-        ("max_pixels", None),
-    ):
-        setattr(args, name, value)
+    # The demo has no budget options: _run_attack reads every missing one as the default.
     err = _console(stderr=True)
     if not args.json:
         err.print(f"trompe demo: the bundled cat photo -> {args.target!r} with {args.attack}")

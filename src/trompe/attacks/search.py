@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from trompe.attacks.base import (
-    NORMS,
     Attack,
     FixedBudgetAttack,
     Norm,
@@ -68,7 +67,7 @@ class MinimalEps(Attack):
         attack(eps=max_eps, norm=norm, **options)  # validates the options once, up front
         self.attack = attack
         self.name = f"{attack.name}-min-eps"
-        self.norms = attack.norms if norm in NORMS else ()
+        self.norms = attack.norms
         self.supports_targeted = attack.supports_targeted
         self.max_eps = float(max_eps)
         self.norm = norm
