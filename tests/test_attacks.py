@@ -251,7 +251,7 @@ def test_goal_margin_and_confidence() -> None:
 
 def test_registry() -> None:
     names = [a.name for a in list_attacks()]
-    assert names == ["pgd", "fgsm", "mifgsm", "cw"]
+    assert {"pgd", "fgsm", "mifgsm", "cw"} <= set(names)
     assert get_attack("MI-FGSM").cls is MIFGSM
     assert get_attack("cw").minimum_norm and get_attack("cw").norms == ("l2",)
     with pytest.raises(UnknownAttackError, match="did you mean pgd"):

@@ -59,6 +59,7 @@ def make_result(clf: trompe.Classifier) -> AttackResult:
         norms=measure(original, adversarial),
         steps=torch.tensor([40]),
         forwards=torch.tensor([41]),
+        queries=torch.tensor([39]),
         gradients=torch.tensor([40]),
         seconds=1.25,
         attack="pgd",

@@ -9,6 +9,7 @@ prints it as it is.
 from __future__ import annotations
 
 __all__ = [
+    "AccessError",
     "ImageError",
     "InvalidArgumentError",
     "MissingWeightsError",
@@ -61,5 +62,11 @@ class ImageError(TrompeError, OSError):
 
 class OutputExistsError(TrompeError, FileExistsError):
     """An output file exists already and ``force`` was not given."""
+
+    exit_code = 2
+
+
+class AccessError(TrompeError, PermissionError):
+    """An attack asked the model for more than its access level gives (gradients, scores)."""
 
     exit_code = 2

@@ -51,7 +51,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class AttackInfo:
-    """What the registry knows of one attack.
+    """What the registry knows of one attack (read from the attack class).
 
     Attributes:
         name: the kebab-case key (``pgd``).
@@ -71,48 +71,29 @@ class AttackInfo:
     minimum_norm: bool
     summary: str
 
+    @classmethod
+    def of(cls, attack: type[Attack]) -> AttackInfo:
+        return cls(
+            attack.name,
+            attack,
+            attack.norms,
+            attack.supports_targeted,
+            attack.access,
+            attack.minimum_norm,
+            attack.summary,
+        )
 
-ATTACKS: dict[str, AttackInfo] = {
-    info.name: info
-    for info in (
-        AttackInfo(
-            "pgd",
-            PGD,
-            PGD.norms,
-            True,
-            "gradients",
-            False,
-            "projected gradient descent (Madry et al. 2018), random start, early stopping",
-        ),
-        AttackInfo(
-            "fgsm",
-            FGSM,
-            FGSM.norms,
-            True,
-            "gradients",
-            False,
-            "fast gradient sign method: one step to the edge of the budget (2015)",
-        ),
-        AttackInfo(
-            "mifgsm",
-            MIFGSM,
-            MIFGSM.norms,
-            True,
-            "gradients",
-            False,
-            "iterative FGSM with momentum (Dong et al. 2018)",
-        ),
-        AttackInfo(
-            "cw",
-            CarliniWagnerL2,
-            CarliniWagnerL2.norms,
-            True,
-            "gradients",
-            True,
-            "smallest L2 change by optimisation with Adam (Carlini & Wagner 2017 style)",
-        ),
-    )
-}
+
+#: Every attack, in the order `trompe attacks` lists them: fixed budget, minimum norm, sparse,
+#: score-based, decision-based.
+_CLASSES: tuple[type[Attack], ...] = (
+    FGSM,
+    PGD,
+    MIFGSM,
+    CarliniWagnerL2,
+)
+
+ATTACKS: dict[str, AttackInfo] = {c.name: AttackInfo.of(c) for c in _CLASSES}
 
 
 def list_attacks() -> list[AttackInfo]:

@@ -20,15 +20,41 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from trompe.attacks.goal import Goal
+from trompe.attacks.oracle import Oracle
 from trompe.attacks.result import AttackResult, measure
-from trompe.errors import InvalidArgumentError
+from trompe.errors import AccessError, InvalidArgumentError
 from trompe.images import quantize
-from trompe.models.classifier import Classifier
+from trompe.models.classifier import ACCESS_LEVELS, Access, Classifier
 
-__all__ = ["Attack", "FixedBudgetAttack", "IterativeAttack", "Norm", "Progress", "ProgressCallback"]
+__all__ = [
+    "Attack",
+    "FixedBudgetAttack",
+    "IterativeAttack",
+    "Norm",
+    "Progress",
+    "ProgressCallback",
+    "lp_norm",
+]
 
-Norm = Literal["linf", "l2"]
+#: Threat models. L-inf, L2 and L1 are measured on the change in [0, 1] units (reports give
+#: 0-255 units); L0 counts the pixels (positions, any channel) that change.
+Norm = Literal["linf", "l2", "l1", "l0"]
 NORMS: tuple[Norm, ...] = ("linf", "l2")
+ALL_NORMS: tuple[Norm, ...] = ("linf", "l2", "l1", "l0")
+
+
+def lp_norm(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """The size of each change of a batch in ``norm``. Shape: (B, C, H, W) -> (B,)."""
+    flat = delta.flatten(1)
+    if norm == "linf":
+        size: torch.Tensor = flat.abs().amax(dim=1)
+    elif norm == "l2":
+        size = flat.norm(dim=1)
+    elif norm == "l1":
+        size = flat.abs().sum(dim=1)
+    else:
+        size = (delta != 0).any(dim=1).flatten(1).sum(dim=1).to(delta.dtype)
+    return size
 
 
 @dataclass(frozen=True)
@@ -159,6 +185,11 @@ class Attack(ABC):
     supports_targeted: bool = True
     #: Whether the attack looks for the smallest change (no ``eps`` budget).
     minimum_norm: bool = False
+    #: What the attack needs of the model: ``"gradients"``, ``"scores"`` or ``"labels"``.
+    #: Below ``"gradients"``, :meth:`_run` gets an :class:`~trompe.attacks.oracle.Oracle`.
+    access: ClassVar[Access] = "gradients"
+    #: One line for listings (``trompe attacks``): the method, its authors and year.
+    summary: ClassVar[str] = ""
 
     norm: Norm
     seed: int | None
@@ -229,7 +260,22 @@ class Attack(ABC):
                 f"the goal has {len(goal)} classes for {images.shape[0]} images; give one each"
             )
         if goal.targeted and not self.supports_targeted:
-            raise InvalidArgumentError(f"attack {self.name!r} has no targeted form")
+            raise InvalidArgumentError(
+                f"attack {self.name!r} has no targeted form; drop the target or pick a "
+                "targeted attack (see `trompe attacks`)"
+            )
+        given = ACCESS_LEVELS.index(model.access)
+        if given > ACCESS_LEVELS.index(self.access):
+            raise AccessError(
+                f"attack {self.name!r} needs {self.access} but model {model.name!r} gives "
+                f"{model.access} only; pick an attack that needs {model.access} (see `trompe "
+                "attacks`)"
+            )
+        if self.access == "labels" and goal.confidence is not None:
+            raise InvalidArgumentError(
+                f"attack {self.name!r} sees only the top-1 label, so it cannot aim for a "
+                "confidence; leave the confidence out"
+            )
         num_classes = model.num_classes
         if goal.classes.numel() and (goal.classes.min() < 0 or goal.classes.max() >= num_classes):
             raise InvalidArgumentError(f"goal classes must be between 0 and {num_classes - 1}")
@@ -249,12 +295,21 @@ class Attack(ABC):
             steps = torch.zeros(len(images), dtype=torch.long)
             forwards = torch.ones(len(images), dtype=torch.long)  # the evaluation before
             gradients = torch.zeros(len(images), dtype=torch.long)
+            queries = torch.zeros(len(images), dtype=torch.long)
             if len(todo):
-                tracker = self._run(model, images[todo], goal.subset(todo), progress)
+                oracle = None if self.access == "gradients" else Oracle(model, self.access)
+                target = model if oracle is None else oracle
+                tracker = self._run(target, images[todo], goal.subset(todo), progress)
+                if oracle is not None and oracle.queries != int(tracker.forwards.sum()):
+                    raise RuntimeError(
+                        f"attack {self.name!r} counted {int(tracker.forwards.sum())} queries "
+                        f"but asked {oracle.queries}: a bug in the attack, please report it"
+                    )
                 adversarial[todo] = tracker.adversarial
                 cpu = todo.cpu()
                 steps[cpu] = tracker.steps
                 forwards[cpu] += tracker.forwards
+                queries[cpu] = tracker.forwards
                 gradients[cpu] = tracker.gradients
             adversarial = quantize(adversarial)
             with torch.no_grad():
@@ -274,6 +329,7 @@ class Attack(ABC):
             steps=steps,
             forwards=forwards,
             gradients=gradients,
+            queries=queries,
             seconds=seconds,
             attack=self.name,
             params=self.params(),
@@ -284,34 +340,41 @@ class Attack(ABC):
     @abstractmethod
     def _run(
         self,
-        model: Classifier,
+        model: Any,
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
     ) -> _Tracker:
-        """Search the adversarial images; return the tracker holding them (8-bit, in budget)."""
+        """Search the adversarial images; return the tracker holding them (8-bit, in budget).
+
+        ``model`` is the :class:`~trompe.models.classifier.Classifier` for gradient attacks and
+        an :class:`~trompe.attacks.oracle.Oracle` for the others. ``images`` are only those
+        that do not meet the goal yet. The tracker's ``forwards`` must count every model
+        evaluation per image (for an oracle, the engine checks the total against the oracle's
+        own count).
+        """
 
 
 class FixedBudgetAttack(Attack):
     """An attack with a budget ``eps`` in a norm: the change never exceeds it, after rounding.
 
     Args:
-        eps: the budget in [0, 1] units (``10 / 255`` for the demos' "10").
-        norm: ``"linf"`` (per-pixel limit) or ``"l2"`` (limit on the whole change).
+        eps: the budget: in [0, 1] units for L-inf, L2 and L1 (``10 / 255`` for the demos'
+            "10"); a number of pixels for L0.
+        norm: ``"linf"`` (per-pixel limit), ``"l2"`` (Euclidean limit on the whole change),
+            ``"l1"`` or ``"l0"``, among those the attack supports.
     """
 
     def __init__(self, *, eps: float, norm: Norm = "linf") -> None:
         _check_positive("eps", eps)
-        if norm not in self.norms:
-            supported = " or ".join(self.norms)
-            raise InvalidArgumentError(
-                f"attack {self.name!r} supports the {supported} threat model, not {norm!r}"
-            )
+        _check_norm(self, norm)
         if norm == "linf" and eps > 1:
             raise InvalidArgumentError(
                 f"eps is in [0, 1] units in the Python API (10 / 255 for 10 pixel levels), "
                 f"got {eps}"
             )
+        if norm == "l0" and (isinstance(eps, float) and not eps.is_integer()):
+            raise InvalidArgumentError(f"an L0 budget is a number of pixels, got {eps}")
         self.eps = float(eps)
         self.norm = norm
 
@@ -322,10 +385,14 @@ class FixedBudgetAttack(Attack):
         delta = adversarial - images
         if self.norm == "linf":
             delta = delta.clamp(-self.eps, self.eps)
-        else:
+        elif self.norm == "l2":
             norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
             factor = (self.eps / norms).clamp(max=1.0)
             delta = delta * factor.view(-1, 1, 1, 1)
+        elif self.norm == "l1":
+            delta = project_l1(delta, self.eps)
+        else:
+            delta = project_l0(delta, int(self.eps))
         return (images + delta).clamp(0.0, 1.0)
 
     def round_into_budget(self, adversarial: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -334,7 +401,8 @@ class FixedBudgetAttack(Attack):
         L-inf: round to the nearest level, then clamp to the levels within eps of the original
         (exact when the original is on the 8-bit grid, as photos read from files are). L2:
         round to the nearest level; images whose rounded change exceeds eps are rounded
-        towards the original instead, which never increases any pixel's change.
+        towards the original instead, which never increases any pixel's change. L1 likewise;
+        L0: rounding never changes a pixel that the change left alone.
         """
         with torch.no_grad():
             original = images * 255
@@ -344,8 +412,12 @@ class FixedBudgetAttack(Attack):
                 low = torch.ceil(original - self.eps * 255 - slack)
                 high = torch.floor(original + self.eps * 255 + slack)
                 levels = torch.minimum(torch.maximum(levels, low), high)
+            elif self.norm == "l0":
+                untouched = (adversarial == images).all(dim=1, keepdim=True)
+                levels = torch.where(untouched, original.round(), levels)
             else:
-                over = (levels - original).flatten(1).norm(dim=1) > self.eps * 255 + 1e-4
+                limit = self.eps * 255 + 1e-4
+                over = lp_norm(levels - original, self.norm) > limit
                 if over.any():
                     toward = original[over] + torch.trunc(adversarial[over] * 255 - original[over])
                     levels[over] = toward.round()
@@ -356,13 +428,17 @@ class FixedBudgetAttack(Attack):
         if self.norm == "linf":
             noise = torch.rand(images.shape, generator=generator, device=images.device)
             delta = (2 * noise - 1) * self.eps
+        elif self.norm in ("l1", "l0"):
+            # A random sparse start: uniform noise, projected onto the ball.
+            noise = torch.rand(images.shape, generator=generator, device=images.device)
+            delta = self.project(images + (2 * noise - 1) * 0.5, images) - images
         else:
             direction = torch.randn(images.shape, generator=generator, device=images.device)
             direction = direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
             dims = images[0].numel()
             radius = torch.rand(images.shape[0], generator=generator, device=images.device)
             delta = direction * (self.eps * radius ** (1 / dims)).view(-1, 1, 1, 1)
-        return (images + delta).clamp(0.0, 1.0)
+        return self.project(images + delta, images)
 
 
 class IterativeAttack(FixedBudgetAttack):
@@ -508,4 +584,51 @@ def _l2_normalise(tensor: torch.Tensor) -> torch.Tensor:
 def _l1_normalise(tensor: torch.Tensor) -> torch.Tensor:
     norms = tensor.flatten(1).abs().sum(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     out: torch.Tensor = tensor / norms
+    return out
+
+
+def _check_norm(attack: Attack, norm: str) -> None:
+    if norm not in ALL_NORMS:
+        raise InvalidArgumentError(f"norm must be one of {', '.join(ALL_NORMS)}, got {norm!r}")
+    if norm not in attack.norms:
+        supported = ", ".join(attack.norms)
+        raise InvalidArgumentError(
+            f"attack {attack.name!r} supports the {supported} threat model, not {norm!r}; "
+            "see `trompe attacks` for the attacks of each"
+        )
+
+
+def project_l1(delta: torch.Tensor, radius: float) -> torch.Tensor:
+    """Project each change of a batch onto the L1 ball of ``radius`` (Duchi et al. 2008).
+
+    Changes already inside are returned as they are. Shape: (B, ...) -> (B, ...).
+    """
+    flat = delta.flatten(1)
+    magnitude = flat.abs()
+    inside = magnitude.sum(dim=1) <= radius
+    if bool(inside.all()):
+        return delta
+    # The threshold theta that soft-thresholding needs to land exactly on the sphere.
+    ordered, _ = magnitude.sort(dim=1, descending=True)
+    cumulative = ordered.cumsum(dim=1) - radius
+    ranks = torch.arange(1, flat.shape[1] + 1, device=delta.device, dtype=delta.dtype)
+    valid = ordered - cumulative / ranks > 0
+    count = valid.to(torch.long).cumsum(dim=1).argmax(dim=1, keepdim=True)
+    theta = (cumulative.gather(1, count) / (count + 1).to(delta.dtype)).clamp_min(0)
+    shrunk = flat.sign() * (magnitude - theta).clamp_min(0)
+    out = torch.where(inside[:, None], flat, shrunk)
+    return out.view_as(delta)
+
+
+def project_l0(delta: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Keep, per image, the change of the ``pixels`` pixels (positions) that change most.
+
+    Shape: (B, C, H, W) -> (B, C, H, W).
+    """
+    strength = delta.square().sum(dim=1).flatten(1)  # (B, H*W)
+    if pixels >= strength.shape[1]:
+        return delta
+    keep_index = strength.topk(pixels, dim=1).indices
+    keep = torch.zeros_like(strength, dtype=torch.bool).scatter_(1, keep_index, True)
+    out: torch.Tensor = delta * keep.view(delta.shape[0], 1, *delta.shape[2:])
     return out

@@ -47,6 +47,7 @@ class CarliniWagnerL2(Attack):
     """
 
     name = "cw"
+    summary = "smallest L2 change by optimisation (Carlini & Wagner 2017)"
     norms: tuple[Norm, ...] = ("l2",)
     minimum_norm = True
 

@@ -25,6 +25,7 @@ class FGSM(PGD):
     """
 
     name = "fgsm"
+    summary = "fast gradient sign method: one step to the edge of the budget (Goodfellow 2015)"
 
     def __init__(self, *, eps: float, norm: Norm = "linf", seed: int | None = 0) -> None:
         super().__init__(eps=eps, norm=norm, steps=1, step_size=eps, random_start=False, seed=seed)

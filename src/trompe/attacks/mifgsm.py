@@ -41,6 +41,7 @@ class MIFGSM(IterativeAttack):
     """
 
     name = "mifgsm"
+    summary = "iterative FGSM with momentum (Dong et al. 2018)"
 
     def __init__(
         self,

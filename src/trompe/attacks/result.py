@@ -23,11 +23,22 @@ class Norms:
         linf: the largest change of one pixel channel.
         l2: the Euclidean norm of the whole change.
         psnr: peak signal-to-noise ratio in dB (``inf`` for no change).
+        l1: the sum of the absolute changes of all pixel channels.
+        l0: the number of pixels (positions, any channel) that changed.
     """
 
     linf: torch.Tensor
     l2: torch.Tensor
     psnr: torch.Tensor
+    l1: torch.Tensor
+    l0: torch.Tensor
+
+    def of(self, norm: str) -> torch.Tensor:
+        """The norm named ``norm`` (``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``)."""
+        if norm not in ("linf", "l2", "l1", "l0"):
+            raise ValueError(f"unknown norm {norm!r}")
+        value: torch.Tensor = getattr(self, norm)
+        return value
 
 
 def measure(original: torch.Tensor, adversarial: torch.Tensor) -> Norms:
@@ -37,16 +48,18 @@ def measure(original: torch.Tensor, adversarial: torch.Tensor) -> Norms:
 
     Shape:
         - Input: two (B, 3, H, W) batches in [0, 1].
-        - Output: three (B,) float64 tensors.
+        - Output: (B,) float64 tensors.
     """
     a = (original.detach().double() * 255).round()
     b = (adversarial.detach().double() * 255).round()
+    changed = (b != a).any(dim=1).flatten(1).sum(dim=1).double()
     diff = (b - a).flatten(1)
-    linf = diff.abs().amax(dim=1)
+    linf = diff.abs().amax(dim=1) if diff.shape[1] else torch.zeros(len(diff), dtype=diff.dtype)
     l2 = diff.norm(dim=1)
+    l1 = diff.abs().sum(dim=1)
     mse = diff.square().mean(dim=1)
     psnr = torch.where(mse > 0, 10 * torch.log10(255.0**2 / mse), torch.full_like(mse, math.inf))
-    return Norms(linf.cpu(), l2.cpu(), psnr.cpu())
+    return Norms(linf.cpu(), l2.cpu(), psnr.cpu(), l1.cpu(), changed.cpu())
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,8 +76,11 @@ class AttackResult:
         probs_after: (B, C) softmax of the model on ``adversarial``.
         norms: size of the change, in 0-255 units, measured on 8-bit values.
         steps: (B,) iterations each image took before it stopped.
-        forwards: (B,) model evaluations spent on each image (forward passes, gradients or not).
+        forwards: (B,) model evaluations spent on each image (forward passes, gradients or
+            not), the engine's evaluation before and after the attack included.
         gradients: (B,) gradient computations (backward passes) spent on each image.
+        queries: (B,) model evaluations that the attack itself asked for (``forwards`` without
+            the engine's two): the query count of black-box attacks.
         seconds: wall-clock time of the whole attack.
         attack: the attack's registry name.
         params: the attack's hyper-parameters (eps in [0, 1] units as the library takes it).
@@ -82,6 +98,7 @@ class AttackResult:
     steps: torch.Tensor
     forwards: torch.Tensor
     gradients: torch.Tensor
+    queries: torch.Tensor
     seconds: float
     attack: str
     params: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +107,19 @@ class AttackResult:
 
     def __len__(self) -> int:
         return int(self.adversarial.shape[0])
+
+    @property
+    def norm(self) -> str:
+        """The attack's threat model (``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``)."""
+        return str(self.params.get("norm", "linf"))
+
+    @property
+    def distances(self) -> torch.Tensor:
+        """Per image, the size of the change in the attack's norm (0-255 units; L0: pixels),
+        ``inf`` where the goal is not met: what minimum-norm attacks report."""
+        value = self.norms.of(self.norm).clone()
+        value[~self.success] = math.inf
+        return value
 
     @property
     def success_rate(self) -> float:

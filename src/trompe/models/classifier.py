@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from trompe.errors import InvalidArgumentError
+from trompe.errors import AccessError, InvalidArgumentError
 from trompe.images import center_crop_resize
 from trompe.labels import Labels
 
-__all__ = ["Classifier", "Prediction"]
+__all__ = ["ACCESS_LEVELS", "Access", "Classifier", "Prediction"]
+
+#: What a classifier lets an attack see: its gradients (white box), only its output scores, or
+#: only its top-1 label (decision-based). Each level includes the ones after it.
+Access = Literal["gradients", "scores", "labels"]
+ACCESS_LEVELS: tuple[Access, ...] = ("gradients", "scores", "labels")
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,10 @@ class Classifier(nn.Module):
         crop_fraction: the part of the shorter side kept by the centred crop, in (0, 1].
         interpolation: the ``torch.nn.functional.interpolate`` mode of the resize.
         name: a name to show in reports.
+        access: what attacks may use: ``"gradients"`` (white box, the default), ``"scores"``
+            (output probabilities only) or ``"labels"`` (the top-1 class only). Below
+            ``"gradients"`` the classifier refuses to take part in a backward pass, and attacks
+            that need more than it gives are refused; see :meth:`with_access`.
 
     Shape:
         - Input: (B, 3, H, W), float, RGB in [0, 1].
@@ -90,6 +101,7 @@ class Classifier(nn.Module):
         crop_fraction: float = 1.0,
         interpolation: str = "bicubic",
         name: str = "custom",
+        access: Access = "gradients",
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -102,10 +114,15 @@ class Classifier(nn.Module):
             )
         if any(s <= 0 for s in std):
             raise InvalidArgumentError(f"std must be positive, got {tuple(std)}")
+        if access not in ACCESS_LEVELS:
+            raise InvalidArgumentError(
+                f"access must be one of {', '.join(ACCESS_LEVELS)}, got {access!r}"
+            )
         if not 0.0 < crop_fraction <= 1.0:
             raise InvalidArgumentError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
         self.model = model
         self.name = name
+        self.access: Access = access
         self.input_size: tuple[int, int] | None = None if input_size is None else _pair(input_size)
         self.crop_fraction = float(crop_fraction)
         self.interpolation = interpolation
@@ -131,8 +148,28 @@ class Classifier(nn.Module):
             raise InvalidArgumentError(
                 f"a Classifier takes images of shape (B, 3, H, W), got {tuple(images.shape)}"
             )
+        if self.access != "gradients" and torch.is_grad_enabled() and images.requires_grad:
+            raise AccessError(
+                f"model {self.name!r} gives {self.access} only, no gradients; use an attack "
+                "that needs no gradients (see `trompe attacks`)"
+            )
         logits: torch.Tensor = self.model(self.normalize(self.preprocess(images)))
         return logits
+
+    def with_access(self, access: Access) -> Classifier:
+        """The same classifier (sharing its network) with another access level.
+
+        Example:
+            >>> black_box = clf.with_access("scores")  # doctest: +SKIP
+            >>> Square(eps=8 / 255)(black_box, images, Untargeted(labels))  # doctest: +SKIP
+        """
+        if access not in ACCESS_LEVELS:
+            raise InvalidArgumentError(
+                f"access must be one of {', '.join(ACCESS_LEVELS)}, got {access!r}"
+            )
+        other = copy.copy(self)
+        other.access = access
+        return other
 
     # -- preprocessing -----------------------------------------------------------------------
 
@@ -184,7 +221,7 @@ class Classifier(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"name={self.name!r}, input_size={self.input_size}, "
+            f"name={self.name!r}, access={self.access!r}, input_size={self.input_size}, "
             f"crop_fraction={self.crop_fraction:.4f}, interpolation={self.interpolation!r}"
         )
 
