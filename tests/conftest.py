@@ -7,6 +7,10 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
+
+from trompe.models import Classifier, load_model
+from trompe.models.digits import DigitsData, load_digits, train_digits_classifier
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -35,3 +39,33 @@ def huge_png(tmp_path: Path) -> Path:
     path = tmp_path / "big.png"
     write_huge_bilevel_png(path, 20_000, 20_000)
     return path
+
+
+# -- real models shared by the attack tests ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def digits() -> DigitsData:
+    """scikit-learn's digits as (N, 3, 8, 8) RGB images on the 8-bit grid, split 80/20."""
+    return load_digits()
+
+
+@pytest.fixture(scope="session")
+def digits_clf(digits: DigitsData) -> Classifier:
+    """The small CNN trained on the digits in a few seconds (about 98 % test accuracy)."""
+    return train_digits_classifier(digits, seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_batch(digits: DigitsData, digits_clf: Classifier) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first 64 test digits that the CNN classifies correctly: (images, labels)."""
+    with torch.no_grad():
+        right = digits_clf(digits.test_images).argmax(dim=1) == digits.test_labels
+    index = right.nonzero().squeeze(1)[:64]
+    return digits.test_images[index], digits.test_labels[index]
+
+
+@pytest.fixture(scope="session")
+def imagenet_clf() -> Classifier:
+    """The pretrained EfficientNet-Lite0, shared by the tests that need an ImageNet model."""
+    return load_model("efficientnet_lite0")
