@@ -223,8 +223,16 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
         (("--confidence", "0"), ("--confidence",)),
         (("--target", "lemmon"), ("did you mean lemon (951)",)),
         (("--attack", "pgdd"), ("did you mean pgd",)),
-        (("--attack", "cw", "--eps", "5"), ("no eps",)),
+        (("--attack", "cw", "--eps", "5"), ("no --eps",)),
         (("--attack", "cw", "--norm", "linf"), ("l2",)),
+        (("-O", "foo=1"), ("no option 'foo'", "steps")),
+        (("-O", "steps=many"), ("whole number",)),
+        (("-O", "steps"), ("NAME=VALUE",)),
+        (("-O", "random_start=maybe"), ("true or false",)),
+        (("--attack", "cw", "--queries", "10"), ("no --queries",)),
+        (("--norm", "l1"), ("linf, l2", "threat model")),
+        (("--eps", "4,x"), ("--eps",)),
+        (("--eps", "2,4", "--min-eps"), ("one largest budget",)),
     ],
 )
 def test_attack_bad_input(tmp_path: Path, args: tuple[str, ...], words: tuple[str, ...]) -> None:
@@ -291,3 +299,42 @@ def test_demo_optimisation_attack_is_invisible(tmp_path: Path) -> None:
     assert (tmp_path / "trompe-demo" / "adversarial.png").exists()
     assert summary["success"] and summary["verified_on_png"]["goal_prob"] >= 0.99
     assert summary["norms"]["psnr_db"] > 40
+
+
+def test_attack_options_and_eps_sweep(tmp_path: Path) -> None:
+    """`-O NAME=VALUE` reaches the attack (typed), and an eps list runs a sweep."""
+    out = tmp_path / "out"
+    result = run(
+        "attack",
+        "--eps",
+        "1,2,4",
+        "-O",
+        "steps=5",
+        "-O",
+        "random_start=false",
+        "--resolution",
+        "model",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["params"]["steps"] == 5 and summary["params"]["random_start"] is False
+    budgets = summary["sweep"]["budgets"]
+    assert [b["eps_255"] for b in budgets] == [1, 2, 4]
+    rates = [b["success_rate"] for b in budgets]
+    assert rates == sorted(rates) and rates[-1] == 1.0
+    # The files show the smallest budget that worked.
+    first = next(b["eps_255"] for b in budgets if b["success_rate"] == 1.0)
+    assert summary["verified_on_png"]["success"] and summary["norms"]["linf_255"] <= first
+
+
+def test_attacks_detail_lists_typed_options() -> None:
+    detail = json.loads(run("attacks", "pgd", "--json").stdout)
+    options = {o["name"]: o for o in detail["options"]}
+    assert options["steps"]["default"] == 40 and options["steps"]["type"] == "int"
+    assert options["steps"]["help"] and detail["access"] == "gradients"
+    text = run("attacks", "cw")
+    assert text.returncode == 0 and "Carlini" in text.stdout and "kappa" in text.stdout
+    assert_one_line_error(run("attacks", "pgdd"), 2, "did you mean pgd")

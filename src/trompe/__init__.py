@@ -20,8 +20,9 @@ if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from trompe.api import attack, classify, resolve_model
-from trompe.attacks import AttackResult, Targeted, Untargeted
+from trompe.attacks import AttackResult, SweepResult, Targeted, Untargeted, sweep
 from trompe.errors import (
+    AccessError,
     ImageError,
     InvalidArgumentError,
     MissingWeightsError,
@@ -52,6 +53,7 @@ from trompe.models import (
 
 __all__ = [
     "DEFAULT_MODEL",
+    "AccessError",
     "AttackResult",
     "Classifier",
     "ImageError",
@@ -61,6 +63,7 @@ __all__ = [
     "ModelSpec",
     "OutputExistsError",
     "Prediction",
+    "SweepResult",
     "Targeted",
     "TrompeError",
     "UnknownLabelError",
@@ -80,5 +83,6 @@ __all__ = [
     "register_model",
     "resolve_model",
     "save_png",
+    "sweep",
     "to_pil",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-from typing import Any, Literal, cast
+from collections.abc import Sequence
+from typing import Any, Literal, cast, overload
 
 import numpy as np
 import torch
@@ -17,10 +19,12 @@ from trompe.attacks import (
     Goal,
     MinimalEps,
     Norm,
+    SweepResult,
     Targeted,
     Untargeted,
     get_attack,
 )
+from trompe.attacks import sweep as run_sweep
 from trompe.attacks.base import ProgressCallback
 from trompe.errors import InvalidArgumentError
 from trompe.images import load_image, quantize
@@ -86,6 +90,58 @@ _DEFAULT = object()
 DEFAULT_EPS_LINF = 10 / 255
 #: An L2 budget of similar visibility on a model-size image, in [0, 1] units.
 DEFAULT_EPS_L2 = 3.0
+#: An L1 budget (Croce & Hein's L1-APGD uses 12 on CIFAR-10; a 224 px image is ~50x larger).
+DEFAULT_EPS_L1 = 100.0
+#: An L0 budget in pixels: a patch-sized change, small next to 224 x 224 = 50,176 pixels.
+DEFAULT_EPS_L0 = 100
+
+
+def default_eps(norm: str) -> float:
+    """The budget used when none is given, in the Python API's units."""
+    return {
+        "linf": DEFAULT_EPS_LINF,
+        "l2": DEFAULT_EPS_L2,
+        "l1": DEFAULT_EPS_L1,
+        "l0": DEFAULT_EPS_L0,
+    }[norm]
+
+
+@overload
+def attack(
+    image: ImageLike,
+    target: str | int | None = None,
+    *,
+    model: ModelLike = DEFAULT_MODEL,
+    attack: str = "pgd",
+    eps: float | None = None,
+    norm: Norm | None = None,
+    confidence: float | object | None = _DEFAULT,
+    min_eps: bool = False,
+    resolution: Literal["full", "model"] = "full",
+    device: str | torch.device | None = None,
+    progress: ProgressCallback | None = None,
+    sweep: None = None,
+    **options: Any,
+) -> AttackResult: ...
+
+
+@overload
+def attack(
+    image: ImageLike,
+    target: str | int | None = None,
+    *,
+    model: ModelLike = DEFAULT_MODEL,
+    attack: str = "pgd",
+    eps: float | None = None,
+    norm: Norm | None = None,
+    confidence: float | object | None = _DEFAULT,
+    min_eps: bool = False,
+    resolution: Literal["full", "model"] = "full",
+    device: str | torch.device | None = None,
+    progress: ProgressCallback | None = None,
+    sweep: Sequence[float],
+    **options: Any,
+) -> SweepResult: ...
 
 
 def attack(
@@ -101,8 +157,9 @@ def attack(
     resolution: Literal["full", "model"] = "full",
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
+    sweep: Sequence[float] | None = None,
     **options: Any,
-) -> AttackResult:
+) -> AttackResult | SweepResult:
     """Make one adversarial image: the photo, changed so that the model sees ``target``.
 
     Args:
@@ -124,11 +181,16 @@ def attack(
             ``"model"`` attacks the model-size crop.
         device: where to run.
         progress: called after each step with a :class:`~trompe.attacks.Progress`.
-        **options: attack hyper-parameters (``steps``, ``step_size``, ``seed``...).
+        sweep: a list of budgets ([0, 1] units; L0: pixels) instead of ``eps``: the attack runs
+            at each (see :func:`trompe.attacks.sweep`) and a
+            :class:`~trompe.attacks.SweepResult` is returned.
+        **options: attack hyper-parameters (``steps``, ``step_size``, ``seed``, ``queries``...;
+            ``trompe attacks NAME`` lists them).
 
     Returns:
-        The :class:`~trompe.attacks.AttackResult`; ``result.save("out")`` writes the files, and
-        in Jupyter the result shows itself as its report picture.
+        The :class:`~trompe.attacks.AttackResult` (a :class:`~trompe.attacks.SweepResult` with
+        ``sweep``); ``result.save("out")`` writes the files, and in Jupyter the result shows
+        itself as its report picture.
 
     Example:
         >>> result = trompe.attack(trompe.example_path("chelsea"), "lemon")  # doctest: +SKIP
@@ -143,7 +205,15 @@ def attack(
         images = quantize(clf.preprocess(images).clamp(0, 1))
     elif resolution != "full":
         raise InvalidArgumentError(f"resolution must be 'full' or 'model', got {resolution!r}")
+    if info.access == "labels" and confidence is _DEFAULT:
+        confidence = None  # a label-only attack sees no probabilities to raise
     goal = _resolve_goal(clf, images, target, confidence)
+    if sweep is not None:
+        if eps is not None or min_eps:
+            raise InvalidArgumentError("give either a sweep of budgets or eps / min_eps")
+        return run_sweep(
+            info.cls, clf, images, goal, sweep, norm=norm, progress=progress, **options
+        )
     if info.minimum_norm:
         if eps is not None or min_eps:
             raise InvalidArgumentError(
@@ -151,14 +221,14 @@ def attack(
             )
         if norm not in info.norms:
             raise InvalidArgumentError(
-                f"attack {info.name!r} supports the {' or '.join(info.norms)} threat model, "
+                f"attack {info.name!r} supports the {', '.join(info.norms)} threat model, "
                 f"not {norm!r}"
             )
+        if "norm" in inspect.signature(info.cls.__init__).parameters:
+            options = {**options, "norm": norm}
         runner: Attack = info.cls(**options)
     else:
-        budget = (
-            eps if eps is not None else (DEFAULT_EPS_LINF if norm == "linf" else DEFAULT_EPS_L2)
-        )
+        budget = eps if eps is not None else default_eps(norm)
         fixed = cast(type[FixedBudgetAttack], info.cls)
         if min_eps:
             runner = MinimalEps(fixed, max_eps=budget, norm=norm, **options)

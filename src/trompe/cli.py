@@ -111,7 +111,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "  trompe attack --target lemon                    the bundled cat becomes a lemon\n"
         "  trompe attack dog.jpg --target pelican --eps 10 PGD, 10 levels per pixel at most\n"
         "  trompe attack photo.png --attack cw --target broccoli   smallest change, Adam\n"
-        "  trompe attack photo.png                         untargeted: any other class\n",
+        "  trompe attack photo.png                         untargeted: any other class\n"
+        "  trompe attack photo.png --attack apgd-t -O steps=50    attack options: NAME=VALUE\n"
+        "  trompe attack photo.png --attack square --queries 2000  black box, scores only\n"
+        "  trompe attack photo.png --eps 1,2,4,8           a sweep: success at each budget\n"
+        "see `trompe attacks` for every attack and `trompe attacks NAME` for its options\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     attack.add_argument(
@@ -141,8 +145,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "attacks",
         parents=[common],
         help="list the attacks",
-        description="List the attacks with their threat models and what they need.",
+        description="List the attacks with their threat models, targeted support, the access "
+        "they need (gradients, scores, labels) and their defaults; with a NAME, that attack's "
+        "description and options.",
     )
+    attacks.add_argument("name", nargs="?", metavar="NAME", help="one attack, with its options")
     attacks.add_argument("--json", action="store_true", help="print JSON on stdout")
 
     labels = verbs.add_parser(
@@ -184,19 +191,43 @@ def _levels(text: str) -> float:
     return value
 
 
+def _budgets(text: str) -> list[float]:
+    """One budget, or a comma-separated list of them for a sweep."""
+    values = [_levels(part.strip()) for part in text.split(",") if part.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a budget in 0-255 levels, got {text!r}")
+    return values
+
+
 def _attack_options(parser: argparse.ArgumentParser, *, out_default: str) -> None:
     parser.add_argument(
         "--target", "-t", help="the class to reach: name, synonym or index (default: untargeted)"
     )
     parser.add_argument("--model", "-m", help="a model name (see `trompe models`)")
-    parser.add_argument("--attack", "-a", default="pgd", help="pgd, fgsm, mifgsm or cw")
     parser.add_argument(
-        "--eps",
-        type=_levels,
-        help="budget in 0-255 pixel levels (default 10 for linf); the largest tried with --min-eps",
+        "--attack", "-a", default="pgd", help="an attack name (default pgd; see `trompe attacks`)"
     )
     parser.add_argument(
-        "--norm", choices=["linf", "l2"], help="threat model (default linf; l2 for cw)"
+        "--eps",
+        type=_budgets,
+        help="budget in 0-255 pixel levels (L0: pixels; default 10 for linf); the largest "
+        "tried with --min-eps; a list (1,2,4,8) runs a sweep",
+    )
+    parser.add_argument(
+        "--norm",
+        choices=["linf", "l2", "l1", "l0"],
+        help="threat model (default: the attack's first, see `trompe attacks`)",
+    )
+    parser.add_argument(
+        "--queries", type=_positive_int, help="query budget per image (black-box attacks)"
+    )
+    parser.add_argument(
+        "--option",
+        "-O",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an attack option, as the Python API takes it (repeatable; see `trompe attacks NAME`)",
     )
     parser.add_argument("--steps", type=_positive_int, help="most steps (attack's default)")
     parser.add_argument(
@@ -386,21 +417,63 @@ def _check_output(out: Path, force: bool) -> None:
                 )
 
 
+def _collect_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The attack's keyword arguments from the dedicated flags and from ``--option``."""
+    from trompe.attacks._options import attack_options, parse_option
+
+    accepted = {o.name for o in attack_options(cls)}
+    name = getattr(cls, "name", cls.__name__)
+    options: dict[str, Any] = {}
+    flags = {
+        "steps": getattr(args, "steps", None),
+        "restarts": getattr(args, "restarts", None),
+        "queries": getattr(args, "queries", None),
+        "step_size": None if getattr(args, "step_size", None) is None else args.step_size / 255,
+    }
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key not in accepted:
+            flag = "--" + key.replace("_", "-")
+            raise InvalidArgumentError(
+                f"attack {name!r} takes no {flag}; see `trompe attacks {name}` for its options"
+            )
+        options[key] = value
+    seed = getattr(args, "seed", 0)
+    if "seed" in accepted:
+        options["seed"] = seed
+    for text in getattr(args, "option", []):
+        key, value = parse_option(cls, text)
+        options[key] = value
+    return options
+
+
 def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from trompe.api import attack as run_attack
     from trompe.api import resolve_model
-    from trompe.attacks import get_attack
+    from trompe.attacks import SweepResult, get_attack
     from trompe.images import DEFAULT_MAX_PIXELS, example_path, load_image
     from trompe.models import DEFAULT_MODEL
     from trompe.report import save_result
 
     info = get_attack(args.attack)
-    norm = getattr(args, "norm", None)
-    if norm != "l2" and getattr(args, "eps", None) is not None and args.eps > 255:
-        raise InvalidArgumentError(f"--eps is in 0-255 pixel levels; got {args.eps:g}")
+    norm = getattr(args, "norm", None) or info.norms[0]
+    budgets: list[float] | None = getattr(args, "eps", None)
+    if norm == "linf" and budgets and max(budgets) > 255:
+        raise InvalidArgumentError(f"--eps is in 0-255 pixel levels; got {max(budgets):g}")
+    if norm == "l0" and budgets and any(not float(b).is_integer() for b in budgets):
+        raise InvalidArgumentError("an L0 budget (--eps) is a whole number of pixels")
+    options = _collect_options(args, info.cls)
+    if budgets is not None and info.minimum_norm and len(budgets) == 1:
+        raise InvalidArgumentError(
+            f"attack {info.name!r} finds the smallest change by itself; it takes no --eps "
+            "(a list of budgets gives a sweep of its results)"
+        )
+    if budgets is not None and len(budgets) > 1 and getattr(args, "min_eps", False):
+        raise InvalidArgumentError("give --min-eps one largest budget, not a list")
     out = Path(args.out)
     _check_output(out, args.force)
     source = Path(image_arg) if image_arg else example_path("chelsea")
@@ -410,17 +483,16 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
     if target is not None:
         target = clf.labels.index(target)  # unknown names fail here, with suggestions
 
-    options: dict[str, Any] = {}
-    for name in ("steps", "restarts", "seed"):
-        value = getattr(args, name, None)
-        if value is not None:
-            options[name] = value
-    if getattr(args, "step_size", None) is not None:
-        options["step_size"] = args.step_size / 255
-    eps = args.eps / 255 if getattr(args, "eps", None) is not None else None
+    def api_units(value: float) -> float:
+        return value if norm == "l0" else value / 255
+
+    eps = api_units(budgets[0]) if budgets else None
     kwargs: dict[str, Any] = {}
     if getattr(args, "confidence", None) is not None:
         kwargs["confidence"] = args.confidence
+    if budgets is not None and len(budgets) > 1:
+        kwargs["sweep"] = [api_units(b) for b in budgets]
+        eps = None
 
     console = _console()
     err = _console(stderr=True)
@@ -443,7 +515,7 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
                 task, completed=p.step, total=p.steps, prob=f"{goal_name}: {p.goal_prob:.1%}"
             )
 
-        result = run_attack(
+        outcome = run_attack(
             image,
             target,
             model=clf,
@@ -456,12 +528,18 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
             **kwargs,
             **options,
         )
-    already = int(result.steps[0]) == 0 and bool(result.success[0])
-    extra = {
+    extra: dict[str, Any] = {
         "image": str(source),
         "command": "trompe " + " ".join(sys.argv[1:]) if sys.argv else "",
         "seed": options.get("seed"),
     }
+    if isinstance(outcome, SweepResult):
+        # The files show the smallest budget that worked (the last one tried if none did).
+        result = outcome.results[-1]
+        extra["sweep"] = {"norm": outcome.norm, "budgets": outcome.table()}
+    else:
+        result = outcome
+    already = int(result.steps[0]) == 0 and bool(result.success[0])
     paths = save_result(result, out, force=args.force, model=clf, extra=extra)
     summary = json.loads(Path(paths["json"]).read_text())
     if args.json:
@@ -485,11 +563,25 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
     norms = summary.get("norms", {})
     table.add_row("L-inf (0-255)", "", f"{norms.get('linf_255', float('nan')):g}")
     table.add_row("L2 (0-255)", "", f"{norms.get('l2_255', float('nan')):.1f}")
+    if result.norm == "l1":
+        table.add_row("L1 (0-255)", "", f"{float(result.norms.l1[0]):.0f}")
+    if result.norm == "l0":
+        table.add_row("pixels changed", "", f"{float(result.norms.l0[0]):.0f}")
     psnr = norms.get("psnr_db")
     table.add_row("PSNR", "", "no change" if psnr is None else f"{psnr:.1f} dB")
-    table.add_row("steps", "", str(int(result.steps[0])))
+    if info.access == "gradients":
+        table.add_row("steps", "", str(int(result.steps[0])))
+    else:
+        table.add_row("queries", "", f"{int(result.queries[0])} (no gradients)")
     table.add_row("seconds", "", f"{result.seconds:.1f}")
     console.print(table)
+    if isinstance(outcome, SweepResult):
+        sweep_table = Table(title=f"sweep ({outcome.norm})", title_justify="left")
+        sweep_table.add_column("eps (0-255)" if outcome.norm != "l0" else "pixels")
+        sweep_table.add_column("success")
+        for row in outcome.table():
+            sweep_table.add_row(f"{row['eps_255']:g}", "yes" if row["success_rate"] else "no")
+        console.print(sweep_table)
     verified = summary.get("verified_on_png", {})
     ok = verified.get("success", bool(result.success[0]))
     verdict = "[green]success[/green]" if ok else "[red]goal not met[/red]"
@@ -511,34 +603,100 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _run_attack(args, None)
 
 
+def _default_text(value: Any) -> str:
+    import inspect
+
+    if value is inspect.Parameter.empty:
+        return "required"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _attack_json(info: Any) -> dict[str, Any]:
+    import inspect
+
+    from trompe.attacks._options import attack_options
+
+    return {
+        "name": info.name,
+        "class": info.cls.__name__,
+        "norms": list(info.norms),
+        "targeted": info.targeted,
+        "access": info.access,
+        "minimum_norm": info.minimum_norm,
+        "summary": info.summary,
+        "options": [
+            {
+                "name": o.name,
+                "type": o.kind,
+                "default": None if o.default is inspect.Parameter.empty else o.default,
+                "required": o.required,
+                "help": o.help,
+            }
+            for o in attack_options(info.cls)
+        ],
+    }
+
+
 def _cmd_attacks(args: argparse.Namespace) -> int:
+    import inspect
+
     from rich.table import Table
 
-    from trompe.attacks import list_attacks
+    from trompe.attacks import get_attack, list_attacks
+    from trompe.attacks._options import attack_options
+
+    if args.name:
+        info = get_attack(args.name)
+        if args.json:
+            _print_json(_attack_json(info))
+            return EXIT_OK
+        console = _console()
+        console.print(f"[bold]{info.name}[/bold] ({info.cls.__name__}): {info.summary}")
+        budget = "finds the smallest change" if info.minimum_norm else "a budget --eps"
+        console.print(
+            f"threat models: {', '.join(info.norms)}; targeted: "
+            f"{'yes' if info.targeted else 'no'}; needs: {info.access}; {budget}"
+        )
+        doc = inspect.getdoc(info.cls) or ""
+        first = doc.split("\n\n")[0].replace("\n", " ")
+        if first:
+            console.print(first)
+        # The module docstring: a title, then the paper, then the threat model and method.
+        paragraphs = (inspect.getdoc(sys.modules[info.cls.__module__]) or "").split("\n\n")
+        for paragraph in paragraphs[1:3]:
+            console.print(paragraph.replace("\n", " "), style="dim")
+        table = Table(title="options (--option NAME=VALUE)", title_justify="left")
+        for column in ("name", "type", "default", "what it does"):
+            table.add_column(column)
+        for o in attack_options(info.cls):
+            table.add_row(o.name, o.kind, _default_text(o.default), o.help)
+        console.print(table)
+        return EXIT_OK
 
     infos = list_attacks()
     if args.json:
-        _print_json(
-            [
-                {
-                    "name": a.name,
-                    "norms": list(a.norms),
-                    "targeted": a.targeted,
-                    "access": a.access,
-                    "minimum_norm": a.minimum_norm,
-                    "summary": a.summary,
-                }
-                for a in infos
-            ]
-        )
+        _print_json([_attack_json(a) for a in infos])
         return EXIT_OK
-    table = Table(title="attacks", title_justify="left")
-    for column in ("name", "threat model", "targeted", "needs", "budget", "what it does"):
+    table = Table(title="attacks (details: trompe attacks NAME)", title_justify="left")
+    for column in ("name", "threat model", "targeted", "needs", "budget", "defaults", "method"):
         table.add_column(column)
     for a in infos:
-        budget = "smallest change" if a.minimum_norm else "eps"
+        budget = "smallest" if a.minimum_norm else "eps"
+        defaults = ", ".join(
+            f"{o.name}={_default_text(o.default)}"
+            for o in attack_options(a.cls)
+            if o.name in ("steps", "queries", "restarts", "step_size", "loss", "candidates")
+        )
         table.add_row(
-            a.name, ", ".join(a.norms), "yes" if a.targeted else "no", a.access, budget, a.summary
+            a.name,
+            ", ".join(a.norms),
+            "yes" if a.targeted else "no",
+            a.access,
+            budget,
+            defaults,
+            a.summary,
         )
     _console().print(table)
     return EXIT_OK

@@ -19,9 +19,11 @@ from trompe.attacks.cw import CarliniWagnerL2
 from trompe.attacks.fgsm import FGSM
 from trompe.attacks.goal import DEFAULT_TARGET_CONFIDENCE, Goal, Targeted, Untargeted
 from trompe.attacks.mifgsm import MIFGSM
+from trompe.attacks.oracle import Oracle
 from trompe.attacks.pgd import PGD
 from trompe.attacks.result import AttackResult, Norms, measure
 from trompe.attacks.search import MinimalEps
+from trompe.attacks.sweep import SweepResult, sweep
 from trompe.errors import UnknownAttackError
 
 __all__ = [
@@ -40,12 +42,15 @@ __all__ = [
     "MinimalEps",
     "Norm",
     "Norms",
+    "Oracle",
     "Progress",
+    "SweepResult",
     "Targeted",
     "Untargeted",
     "get_attack",
     "list_attacks",
     "measure",
+    "sweep",
 ]
 
 

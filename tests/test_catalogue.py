@@ -1,0 +1,240 @@
+"""One property suite over the whole attack registry, on the digits CNN (a real, trained model).
+
+Every attack must: return images on the 8-bit grid in [0, 1] with the input's shape; stay within
+its budget after rounding (fixed-budget attacks); report ``success`` equal to re-prediction;
+return images that already meet the goal unchanged; give the same result for the same seed;
+reach per-image targets when it has a targeted form; use no gradient when it needs only scores or
+labels, with exact query counts; and refuse a model that gives less than it needs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from trompe.attacks import ATTACKS, Attack, AttackInfo, Targeted, Untargeted, get_attack, sweep
+from trompe.errors import AccessError, InvalidArgumentError
+from trompe.models import Classifier
+
+#: Per attack: the hyper-parameters that make it fast on 8x8 digits, the budget per norm (API
+#: units; L0: pixels) for fixed-budget attacks, and the least untargeted success rate expected
+#: on the batch at those settings (well below what each reaches, to catch a broken attack, not
+#: to grade it). "targeted" overrides options for the targeted test (targets are harder).
+FAST: dict[str, dict[str, Any]] = {
+    "fgsm": {"options": {}, "eps": {"linf": 0.3, "l2": 3.0}, "rate": 0.5},
+    "pgd": {"options": {"steps": 20}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
+    "mifgsm": {"options": {"steps": 10}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
+    "cw": {"options": {"steps": 60}, "targeted": {"steps": 150}, "rate": 0.8},
+}
+
+BATCH = 12
+
+
+def _build(info: AttackInfo, norm: str, **extra: Any) -> Attack:
+    settings = FAST[info.name]
+    options = {**settings["options"], **extra}
+    if info.minimum_norm:
+        if "norm" in _params(info.cls):
+            options["norm"] = norm
+        return info.cls(**options)
+    return info.cls(eps=settings["eps"][norm], norm=norm, **options)
+
+
+def _params(cls: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def _model_for(info: AttackInfo, clf: Classifier) -> Classifier:
+    return clf if info.access == "gradients" else clf.with_access(info.access)  # type: ignore[arg-type]
+
+
+def _cases() -> list[tuple[str, str]]:
+    return [(name, norm) for name, info in ATTACKS.items() for norm in info.norms]
+
+
+def test_every_attack_has_fast_settings() -> None:
+    assert set(FAST) == set(ATTACKS), "add the new attack's fast settings to FAST"
+    for info in ATTACKS.values():
+        assert info.summary, f"{info.name} needs a one-line summary"
+        assert info.cls.__doc__ and "Args:" in info.cls.__doc__, f"{info.name}: document Args"
+        assert get_attack(info.name) is info
+
+
+class _Counting(nn.Module):
+    """Wraps a network; counts the images it sees and whether any call could build a graph."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.images = 0
+        self.graph_calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += x.shape[0]
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.graph_calls += 1
+        out: torch.Tensor = self.net(x)
+        return out
+
+
+def _counting_clf(digits_clf: Classifier, access: str = "gradients") -> Classifier:
+    return Classifier(
+        _Counting(digits_clf.model),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        labels=list(digits_clf.labels),
+        name="digits-counted",
+        access=access,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(("name", "norm"), _cases())
+def test_untargeted_properties(
+    name: str, norm: str, digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    info = ATTACKS[name]
+    images, labels = digits_batch[0][:BATCH], digits_batch[1][:BATCH].clone()
+    # The last two images already meet the goal: their "true class" is not what the model says.
+    labels[-2:] = (labels[-2:] + 1) % 10
+    clf = _counting_clf(digits_clf, info.access)
+    attack = _build(info, norm, seed=3) if "seed" in _params(info.cls) else _build(info, norm)
+    result = attack(clf, images, Untargeted(labels))
+
+    adv = result.adversarial
+    assert adv.shape == images.shape and adv.dtype == torch.float32
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert torch.equal((adv * 255).round() / 255, adv), "not on the 8-bit grid"
+    with torch.no_grad():
+        again = digits_clf(adv).argmax(dim=1)
+    assert torch.equal(result.success, again != labels), "success must equal re-prediction"
+    assert torch.equal(adv[-2:], images[-2:]) and bool(result.success[-2:].all())
+    assert int(result.queries[-2:].sum()) == 0
+    if not info.minimum_norm:
+        eps = FAST[name]["eps"][norm]
+        limit = eps if norm == "l0" else eps * 255
+        assert (result.norms.of(norm) <= limit + 1e-4).all(), "budget exceeded after rounding"
+    else:
+        found = result.distances[result.success]
+        assert torch.isfinite(found).all()
+    rate = float(result.success[:-2].float().mean())
+    assert rate >= FAST[name]["rate"], f"{name} {norm}: success {rate:.2f} on the digits"
+
+    # Counts: the network saw exactly the images the result says (2 engine passes per image).
+    counted = clf.model
+    assert isinstance(counted, _Counting)
+    assert counted.images == int(result.forwards.sum())
+    if info.access != "gradients":
+        assert counted.graph_calls == 0 and int(result.gradients.sum()) == 0
+        assert int(result.queries.sum()) == int(result.forwards.sum()) - 2 * BATCH
+    assert not clf.training and not any(p.requires_grad for p in clf.parameters())
+
+    # Same seed, same images.
+    attack2 = _build(info, norm, seed=3) if "seed" in _params(info.cls) else _build(info, norm)
+    assert torch.equal(attack2(clf, images, Untargeted(labels)).adversarial, adv)
+
+
+@pytest.mark.parametrize("name", [n for n, i in ATTACKS.items() if i.targeted])
+def test_targeted_runs_hit_per_image_targets(
+    name: str, digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    info = ATTACKS[name]
+    images, labels = digits_batch[0][:BATCH], digits_batch[1][:BATCH]
+    targets = (labels + 1 + torch.arange(BATCH) % 9) % 10  # a different target per image
+    norm = info.norms[0]
+    clf = _model_for(info, digits_clf)
+    result = _build(info, norm, **FAST[name].get("targeted", {}))(clf, images, Targeted(targets))
+    with torch.no_grad():
+        predicted = digits_clf(result.adversarial).argmax(dim=1)
+    assert torch.equal(result.success, predicted == targets)
+    assert float(result.success.float().mean()) >= 0.5, f"{name}: targets reached too rarely"
+
+
+@pytest.mark.parametrize("name", [n for n, i in ATTACKS.items() if not i.targeted])
+def test_attacks_without_targeted_form_refuse_a_target(
+    name: str, digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    info = ATTACKS[name]
+    images, labels = digits_batch[0][:2], digits_batch[1][:2]
+    with pytest.raises(InvalidArgumentError, match="no targeted form"):
+        _build(info, info.norms[0])(_model_for(info, digits_clf), images, Targeted(labels))
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_access_levels_are_enforced(
+    name: str, digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    info = ATTACKS[name]
+    images, labels = digits_batch[0][:2], digits_batch[1][:2]
+    attack = _build(info, info.norms[0])
+    levels = ["gradients", "scores", "labels"]
+    for weaker in levels[levels.index(info.access) + 1 :]:
+        with pytest.raises(AccessError, match=f"needs {info.access}"):
+            attack(digits_clf.with_access(weaker), images, Untargeted(labels))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, i in ATTACKS.items() if not i.minimum_norm and "linf" in i.norms]
+)
+def test_unsupported_threat_model_is_refused(name: str) -> None:
+    info = ATTACKS[name]
+    missing = next(n for n in ("l0", "l1", "l2", "linf") if n not in info.norms)
+    with pytest.raises(InvalidArgumentError, match="threat model"):
+        info.cls(eps=0.1, norm=missing, **FAST[name]["options"])
+
+
+def test_scores_only_model_refuses_gradients(digits_clf: Classifier) -> None:
+    black_box = digits_clf.with_access("scores")
+    x = torch.rand(1, 3, 8, 8, requires_grad=True)
+    with pytest.raises(AccessError, match="no gradients"):
+        black_box(x)
+    with torch.no_grad():
+        assert torch.equal(black_box(x), digits_clf(x))  # scores still flow
+    assert digits_clf.access == "gradients"  # the original is untouched
+    with pytest.raises(InvalidArgumentError, match="access"):
+        digits_clf.with_access("everything")  # type: ignore[arg-type]
+
+
+def test_sweep_fixed_budget_matches_single_runs(
+    digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    images, labels = digits_batch[0][:16], digits_batch[1][:16]
+    epsilons = [0.05, 0.1, 0.2]
+    out = sweep("pgd", digits_clf, images, Untargeted(labels), epsilons, steps=10)
+    assert out.success.shape == (3, 16)
+    rates = out.success_rate
+    assert rates == sorted(rates) and rates[-1] > rates[0]
+    assert out.robust_accuracy == [1 - r for r in rates]
+    # Later budgets attacked only the images still unbroken.
+    assert len(out.results[0]) == 16
+    assert all(len(b) <= len(a) for a, b in zip(out.results, out.results[1:], strict=False))
+    # Each image's distance is within the first budget where it broke.
+    for b in range(16):
+        broken = out.success[:, b].nonzero()
+        if len(broken):
+            assert out.distances[b] <= epsilons[int(broken[0])] * 255 + 1e-6
+        else:
+            assert math.isinf(float(out.distances[b]))
+    with torch.no_grad():
+        fooled = digits_clf(out.adversarial).argmax(dim=1) != labels
+    assert torch.equal(fooled, out.success[-1])
+
+
+def test_sweep_of_a_minimum_norm_attack_thresholds_its_distances(
+    digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    images, labels = digits_batch[0][:8], digits_batch[1][:8]
+    out = sweep("cw", digits_clf, images, Untargeted(labels), [0.5, 1.0, 3.0], steps=60)
+    assert len(out.results) == 1
+    found = out.results[0].distances
+    for e, eps in enumerate(out.epsilons):
+        assert torch.equal(out.success[e], found <= eps * 255 + 1e-6)
+    with pytest.raises(InvalidArgumentError, match="above 0"):
+        sweep("pgd", digits_clf, images, Untargeted(labels), [0.1, -1])
+    with pytest.raises(InvalidArgumentError, match="at least one"):
+        sweep("pgd", digits_clf, images, Untargeted(labels), [])
