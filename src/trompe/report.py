@@ -272,11 +272,13 @@ def _top(result: AttackResult, index: int, k: int, *, after: bool) -> list[dict[
     ]
 
 
-def _norms_dict(norms: Norms) -> dict[str, float | None]:
+def _norms_dict(norms: Norms) -> dict[str, float | int | None]:
     return {
         "linf_255": float(norms.linf[0]),
         "l2_255": float(norms.l2[0]),
         "psnr_db": _finite(float(norms.psnr[0])),  # null: no change at all
+        "l1_255": float(norms.l1[0]),
+        "l0_pixels": int(norms.l0[0]),
     }
 
 
@@ -285,7 +287,7 @@ _SUMMARY_FIELDS = frozenset(
     {
         "created", "versions", "model", "attack", "params", "index", "batch_size", "size",
         "goal", "success", "before", "after", "norms", "steps", "forwards", "gradients",
-        "seconds", "verified_on_png",
+        "queries", "seconds", "verified_on_png",
     }
 )  # fmt: skip
 
@@ -340,6 +342,7 @@ def _summary(
         "steps": int(result.steps[index]),
         "forwards": int(result.forwards[index]),
         "gradients": int(result.gradients[index]),
+        "queries": int(result.queries[index]),
         "seconds": float(result.seconds),
     }
     if verified is not None:
@@ -366,7 +369,8 @@ def result_summary(
     - ``success``; ``before`` and ``after``: ``{"top5": [{"index", "label", "prob"}, ...],
       "goal_prob"}``.
     - ``norms``: ``{"linf_255", "l2_255", "psnr_db"}`` (``psnr_db`` is null for no change).
-    - ``steps``, ``forwards``, ``gradients`` (this image), ``seconds`` (the whole attack).
+    - ``steps``, ``forwards``, ``gradients``, ``queries`` (this image; ``queries`` leaves out
+      the engine's evaluation before and after), ``seconds`` (the whole attack).
     - the keys of ``extra`` (source image, seed, command line...), at the top level.
 
     Args:
