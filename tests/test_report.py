@@ -162,7 +162,13 @@ def test_summary_is_strict_json_with_units(result: AttackResult) -> None:
 def test_summary_of_no_change_has_null_psnr(result: AttackResult) -> None:
     unchanged = dataclasses.replace(result, adversarial=result.original)
     summary = result_summary(unchanged)
-    assert summary["norms"] == {"linf_255": 0.0, "l2_255": 0.0, "psnr_db": None}
+    assert summary["norms"] == {
+        "linf_255": 0.0,
+        "l2_255": 0.0,
+        "psnr_db": None,
+        "l1_255": 0.0,
+        "l0_pixels": 0,
+    }
     json.dumps(summary, allow_nan=False)
 
 
@@ -365,6 +371,7 @@ def batch_of_two(result: AttackResult) -> AttackResult:
         steps=torch.tensor([40, 12]),
         forwards=torch.tensor([41, 13]),
         gradients=torch.tensor([40, 12]),
+        queries=torch.tensor([39, 11]),
     )
 
 
