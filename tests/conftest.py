@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -11,6 +12,11 @@ import torch
 
 from trompe.models import Classifier, load_model
 from trompe.models.digits import DigitsData, load_digits, train_digits_classifier
+
+# One intra-op thread: the attack tests run many small batches, for which a second thread buys
+# little, and on a shared machine two spinning threads per process made the suite 10x slower.
+# TROMPE_TEST_THREADS overrides it (e.g. on a large quiet machine).
+torch.set_num_threads(int(os.environ.get("TROMPE_TEST_THREADS", "1")))
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:

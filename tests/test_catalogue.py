@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from trompe.attacks import ATTACKS, Attack, AttackInfo, Targeted, Untargeted, get_attack, sweep
+from trompe.attacks._options import attack_options
 from trompe.errors import AccessError, InvalidArgumentError
 from trompe.models import Classifier
 
@@ -28,10 +29,37 @@ FAST: dict[str, dict[str, Any]] = {
     "fgsm": {"options": {}, "eps": {"linf": 0.3, "l2": 3.0}, "rate": 0.5},
     "pgd": {"options": {"steps": 20}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
     "mifgsm": {"options": {"steps": 10}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
-    "cw": {"options": {"steps": 60}, "targeted": {"steps": 150}, "rate": 0.8},
+    "cw": {"options": {"steps": 60}, "targeted": {"steps": 200}, "rate": 0.8},
+    "apgd-ce": {"options": {"steps": 20}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
+    "apgd-dlr": {"options": {"steps": 20}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
+    "apgd-t": {
+        "options": {"steps": 10, "targets": 3},
+        "eps": {"linf": 0.2, "l2": 2.0},
+        "rate": 0.8,
+    },
+    "deepfool": {"options": {"steps": 10}, "rate": 0.9},
+    "ddn": {"options": {"steps": 20}, "targeted": {"steps": 30}, "rate": 0.9},
+    "fab": {"options": {"steps": 10}, "rate": 0.9},
+    "pgd-l0": {"options": {"steps": 20, "restarts": 1}, "eps": {"l0": 10}, "rate": 0.5},
+    "jsma": {"options": {}, "eps": {"l0": 10}, "rate": 0.5},
+    "square": {"options": {"queries": 300}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.5},
+    "simba": {
+        "options": {"queries": 300},
+        "targeted": {"queries": 1000},
+        "eps": {"l2": 2.0},
+        "rate": 0.5,
+    },
+    # Targeted one-pixel changes are rare on digits (3 of 64 pixels): the test asks for some.
+    "one-pixel": {
+        "options": {"population": 50, "steps": 10},
+        "eps": {"l0": 3},
+        "rate": 0.2,
+        "targeted_rate": 0.05,
+    },
+    "hsj": {"options": {"queries": 300}, "rate": 0.9},
 }
 
-BATCH = 12
+BATCH = 8
 
 
 def _build(info: AttackInfo, norm: str, **extra: Any) -> Attack:
@@ -62,7 +90,8 @@ def test_every_attack_has_fast_settings() -> None:
     assert set(FAST) == set(ATTACKS), "add the new attack's fast settings to FAST"
     for info in ATTACKS.values():
         assert info.summary, f"{info.name} needs a one-line summary"
-        assert info.cls.__doc__ and "Args:" in info.cls.__doc__, f"{info.name}: document Args"
+        for option in attack_options(info.cls):
+            assert option.help, f"{info.name}: document option {option.name} under Args:"
         assert get_attack(info.name) is info
 
 
@@ -152,7 +181,8 @@ def test_targeted_runs_hit_per_image_targets(
     with torch.no_grad():
         predicted = digits_clf(result.adversarial).argmax(dim=1)
     assert torch.equal(result.success, predicted == targets)
-    assert float(result.success.float().mean()) >= 0.5, f"{name}: targets reached too rarely"
+    wanted = FAST[name].get("targeted_rate", 0.5)
+    assert float(result.success.float().mean()) >= wanted, f"{name}: targets reached too rarely"
 
 
 @pytest.mark.parametrize("name", [n for n, i in ATTACKS.items() if not i.targeted])

@@ -228,7 +228,13 @@ def attack(
             options = {**options, "norm": norm}
         runner: Attack = info.cls(**options)
     else:
-        budget = eps if eps is not None else default_eps(norm)
+        default = inspect.signature(info.cls.__init__).parameters["eps"].default
+        if eps is not None:
+            budget = eps
+        elif default is not inspect.Parameter.empty:
+            budget = default  # the attack's own (one-pixel: 1 pixel)
+        else:
+            budget = default_eps(norm)
         fixed = cast(type[FixedBudgetAttack], info.cls)
         if min_eps:
             runner = MinimalEps(fixed, max_eps=budget, norm=norm, **options)

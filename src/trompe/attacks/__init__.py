@@ -14,36 +14,57 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from trompe.attacks.apgd import APGD, APGDDLR, APGDT
 from trompe.attacks.base import Attack, FixedBudgetAttack, IterativeAttack, Norm, Progress
 from trompe.attacks.cw import CarliniWagnerL2
+from trompe.attacks.ddn import DDN
+from trompe.attacks.deepfool import DeepFool
+from trompe.attacks.fab import FAB
 from trompe.attacks.fgsm import FGSM
 from trompe.attacks.goal import DEFAULT_TARGET_CONFIDENCE, Goal, Targeted, Untargeted
+from trompe.attacks.hsj import HopSkipJump
 from trompe.attacks.mifgsm import MIFGSM
+from trompe.attacks.onepixel import OnePixel
 from trompe.attacks.oracle import Oracle
 from trompe.attacks.pgd import PGD
 from trompe.attacks.result import AttackResult, Norms, measure
 from trompe.attacks.search import MinimalEps
+from trompe.attacks.simba import SimBA
+from trompe.attacks.sparse import JSMA, PGDL0
+from trompe.attacks.square import Square
 from trompe.attacks.sweep import SweepResult, sweep
 from trompe.errors import UnknownAttackError
 
 __all__ = [
+    "APGD",
+    "APGDDLR",
+    "APGDT",
     "ATTACKS",
+    "DDN",
     "DEFAULT_TARGET_CONFIDENCE",
+    "FAB",
     "FGSM",
+    "JSMA",
     "MIFGSM",
     "PGD",
+    "PGDL0",
     "Attack",
     "AttackInfo",
     "AttackResult",
     "CarliniWagnerL2",
+    "DeepFool",
     "FixedBudgetAttack",
     "Goal",
+    "HopSkipJump",
     "IterativeAttack",
     "MinimalEps",
     "Norm",
     "Norms",
+    "OnePixel",
     "Oracle",
     "Progress",
+    "SimBA",
+    "Square",
     "SweepResult",
     "Targeted",
     "Untargeted",
@@ -95,7 +116,19 @@ _CLASSES: tuple[type[Attack], ...] = (
     FGSM,
     PGD,
     MIFGSM,
+    APGD,
+    APGDDLR,
+    APGDT,
+    DeepFool,
     CarliniWagnerL2,
+    DDN,
+    FAB,
+    PGDL0,
+    JSMA,
+    Square,
+    SimBA,
+    OnePixel,
+    HopSkipJump,
 )
 
 ATTACKS: dict[str, AttackInfo] = {c.name: AttackInfo.of(c) for c in _CLASSES}
@@ -113,7 +146,18 @@ def get_attack(name: str) -> AttackInfo:
         UnknownAttackError: no such attack; the message lists the known ones.
     """
     key = name.strip().lower().replace("_", "-")
-    aliases = {"mi-fgsm": "mifgsm", "carlini-wagner": "cw", "cw-l2": "cw"}
+    aliases = {
+        "mi-fgsm": "mifgsm",
+        "carlini-wagner": "cw",
+        "cw-l2": "cw",
+        "apgd": "apgd-ce",
+        "apgdt": "apgd-t",
+        "hopskipjump": "hsj",
+        "onepixel": "one-pixel",
+        "pixel": "one-pixel",
+        "pgdl0": "pgd-l0",
+        "square-attack": "square",
+    }
     key = aliases.get(key, key)
     if key not in ATTACKS:
         close = difflib.get_close_matches(key, list(ATTACKS), n=1)

@@ -46,8 +46,17 @@ class Option:
 
 
 def _docstring_args(cls: type) -> dict[str, str]:
-    """The ``Args:`` entries of the class docstring (Google style), by name."""
-    doc = inspect.getdoc(cls) or ""
+    """The ``Args:`` entries of the class docstring (Google style), by name; entries of base
+    classes fill in what a subclass does not restate."""
+    entries: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        entries.update(_own_docstring_args(klass))
+    return entries
+
+
+def _own_docstring_args(cls: type) -> dict[str, str]:
+    doc = cls.__dict__.get("__doc__") or ""
+    doc = inspect.cleandoc(doc)
     match = re.search(r"^Args:\n(.*?)(?:^\S|\Z)", doc, flags=re.M | re.S)
     if not match:
         return {}
