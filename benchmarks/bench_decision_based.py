@@ -423,6 +423,9 @@ def table(task: Task, norm: str, rows: list[Row], markdown: bool) -> str:
         "unrounded: success, median",
         "s (median)",
     ]
+    few = len(task.images) <= 4
+    if few:
+        header.insert(5, f"{norm} per image")
     body = []
     n = len(task.images)
     for row in rows:
@@ -433,17 +436,18 @@ def table(task: Task, norm: str, rows: list[Row], markdown: bool) -> str:
         result = score(task, norm, row.outcome.adversarial)
         floating = score(task, norm, row.outcome.adversarial, rounded=False)
         top = "-" if math.isnan(row.outcome.max_queries) else f"{row.outcome.max_queries:.0f}"
-        body.append(
-            [
-                row.name,
-                row.outcome.iterations,
-                f"{row.outcome.queries:.0f}, {top}",
-                f"{int(result.success.sum())}/{n}",
-                f"{_median(result.distances):.1f}",
-                f"{int(floating.success.sum())}/{n}, {_median(floating.distances):.1f}",
-                f"{statistics.median(row.seconds):.2f}",
-            ]
-        )
+        cells = [
+            row.name,
+            row.outcome.iterations,
+            f"{row.outcome.queries:.0f}, {top}",
+            f"{int(result.success.sum())}/{n}",
+            f"{_median(result.distances):.1f}",
+            f"{int(floating.success.sum())}/{n}, {_median(floating.distances):.1f}",
+            f"{statistics.median(row.seconds):.2f}",
+        ]
+        if few:
+            cells.insert(5, ", ".join(f"{float(v):.0f}" for v in result.distances))
+        body.append(cells)
     return render(header, body, markdown)
 
 

@@ -473,7 +473,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--l2", type=float, default=1.5, help="digits L2 eps, [0, 1] units (1.5)")
     parser.add_argument("--photos", type=int, default=4, help="photos for Lite0 (4; 0 skips)")
     parser.add_argument("--photo-queries", type=int, default=1000, help="queries per photo")
-    parser.add_argument("--photo-linf", type=float, default=8.0, help="photos L-inf eps, 0-255")
+    parser.add_argument("--photo-linf", type=float, default=4.0, help="photos L-inf eps, 0-255 (4)")
     return parser.parse_args(argv)
 
 

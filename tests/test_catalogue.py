@@ -57,6 +57,7 @@ FAST: dict[str, dict[str, Any]] = {
         "targeted_rate": 0.05,
     },
     "hsj": {"options": {"queries": 300}, "rate": 0.9},
+    "boundary": {"options": {"queries": 300}, "rate": 0.9},
 }
 
 BATCH = 8

@@ -77,16 +77,19 @@ def _on_grid(images: torch.Tensor) -> bool:
 
 # -- the issue's claim: photos, label only, exact queries ----------------------------------------
 
-#: Queries per photo in the ImageNet test (a forward pass of Lite0 at 224 costs 20-80 ms of CPU).
-PHOTO_QUERIES = 300
+#: Queries per photo in the ImageNet test: 1,000 forward passes of Lite0 at 224 x 224 in all,
+#: about 100 s of CPU here (two cores).
+PHOTO_QUERIES = 500
 
 
+@pytest.mark.slow
 def test_hsj_fools_the_imagenet_model_from_labels_only(imagenet_clf: Classifier) -> None:
-    """Cat and espresso at 224 x 224, L2, untargeted, 300 queries per photo.
+    """Cat and espresso at 224 x 224, L2, untargeted, at most 500 queries per photo.
 
-    Measured (seed 0): both photos misclassified after 8-bit rounding; L2 (0-255) about 8,600
-    (cat) and 12,400 (espresso), from the blend of the two photos that starts each walk; no
-    gradient; the network saw exactly ``queries + 2`` images per photo.
+    Measured (seed 0): both photos misclassified after 8-bit rounding, after 495 and 500
+    queries (3 iterations each); L2 (0-255) 363 for the cat (L-inf 4: a tabby cat seen as an
+    Egyptian Mau), 11,951 for the espresso (whose noise start lies 27,000 away: it needs more
+    queries); no gradient; the network saw exactly ``queries + 2`` images per photo.
     """
     photos = [load_image(example_path(name))[None] for name in ("chelsea", "coffee")]
     images = quantize(torch.cat([imagenet_clf.preprocess(p) for p in photos]).clamp(0, 1))
@@ -107,9 +110,11 @@ def test_hsj_fools_the_imagenet_model_from_labels_only(imagenet_clf: Classifier)
     # Exact counts: the network saw the attack's queries and the engine's two passes per image.
     assert counter.images == int(result.queries.sum()) + 2 * len(images)
     assert counter.images == int(result.forwards.sum())
-    # Below the start (a blend with the other photo) and the level of uniform noise (~37,000).
+    # Far below the starting points (uniform noise blends: about 27,000 for the espresso after
+    # the first binary search) for the cat; below them for the espresso.
     distances = result.distances
-    assert torch.isfinite(distances).all() and (distances < 30_000).all()
+    assert torch.isfinite(distances).all()
+    assert float(distances[0]) < 2_000 and float(distances[1]) < 25_000
 
 
 # -- digits ----------------------------------------------------------------------------------------
@@ -131,7 +136,7 @@ def test_untargeted_l2_succeeds_and_improves_with_queries(
         assert counter.images == int(result.queries.sum()) + 2 * len(images)
         assert counter.graph_calls == 0
         medians.append(float(result.distances.median()))
-    # Measured: about 490 after 200 queries, 360 after 1000 (L2, 0-255 units).
+    # Measured: median L2 486 after 200 queries, 342 after 1000 (0-255 units).
     assert medians[1] < 0.85 * medians[0], medians
 
 
@@ -143,7 +148,7 @@ def test_untargeted_linf(digits_clf: Classifier, digits_batch: Batch) -> None:
     for result in (low, high):
         assert bool(result.success.all())
         assert torch.equal(result.distances, result.norms.linf)
-    # Measured: median L-inf about 56 after 200 queries, 40 after 800.
+    # Measured: median L-inf 58 after 200 queries, 49 after 800.
     assert float(high.distances.median()) < float(low.distances.median())
 
 
@@ -264,7 +269,7 @@ def test_boundary_succeeds_and_improves_with_queries(
         assert counter.graph_calls == 0
         distances.append(result.distances)
     # The longer run retraces the shorter one (same seed) and goes on: never worse, and better
-    # in total. Measured: L2 summed over the 8 digits 10,170 after 200 queries, 8,650 after
+    # in total. Measured: L2 summed over the 8 digits 10,180 after 200 queries, 8,630 after
     # 1000 (the Boundary attack needs thousands of queries).
     assert bool((distances[1] <= distances[0] + 1e-6).all())
     assert float(distances[1].sum()) < 0.95 * float(distances[0].sum())

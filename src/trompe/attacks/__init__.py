@@ -22,6 +22,7 @@ from trompe.attacks.deepfool import DeepFool
 from trompe.attacks.fab import FAB
 from trompe.attacks.fgsm import FGSM
 from trompe.attacks.goal import DEFAULT_TARGET_CONFIDENCE, Goal, Targeted, Untargeted
+from trompe.attacks.boundary import BoundaryAttack
 from trompe.attacks.hsj import HopSkipJump
 from trompe.attacks.mifgsm import MIFGSM
 from trompe.attacks.onepixel import OnePixel
@@ -51,6 +52,7 @@ __all__ = [
     "Attack",
     "AttackInfo",
     "AttackResult",
+    "BoundaryAttack",
     "CarliniWagnerL2",
     "DeepFool",
     "FixedBudgetAttack",
@@ -129,6 +131,7 @@ _CLASSES: tuple[type[Attack], ...] = (
     SimBA,
     OnePixel,
     HopSkipJump,
+    BoundaryAttack,
 )
 
 ATTACKS: dict[str, AttackInfo] = {c.name: AttackInfo.of(c) for c in _CLASSES}

@@ -21,6 +21,14 @@ paper's ``theta`` is ``gamma / d**1.5`` (L2) or ``gamma / d**2`` (L-inf) for ``d
 values, and ``delta`` is ``sqrt(d) * theta * distance`` (L2) or ``d * theta * distance`` (L-inf),
 0.1 at the first iteration.
 
+One departure, for float32 photos: at 224 x 224 the paper's ``delta`` moves each pixel of a probe
+by less than float32 resolves (about 1e-8 per pixel at a typical distance), so most probe pixels
+would not change at all. ``delta`` is therefore kept above ``sqrt(d) * 2**-20`` (about 8 float32
+steps per pixel) and the binary search stops at the matching precision. On the digits (d = 192)
+this changes nothing; on the cat photo it took the L2 reached after 500 queries (noise start)
+from 703 to 414 (the espresso, still near its distant noise start after 500 queries, is the same
+either way).
+
 What trompe adds. The boundary walk happens in float, where it has to (the boundary point must
 be on the boundary for the probes to tell its sides apart), but the answer is 8-bit: after each
 binary search the boundary point is rounded to 8 bits, moved a little further to the
@@ -388,26 +396,20 @@ class _LabelSearch:
         self.boundary[index] = points
         self.take(index, points, self.size(points - self.rounded[index]))
 
-    def keep_rounded(
-        self,
-        index: torch.Tensor,
-        far: torch.Tensor,
-        alpha: torch.Tensor,
-        top: torch.Tensor | None = None,
-    ) -> None:
+    def keep_rounded(self, index: torch.Tensor, far: torch.Tensor, alpha: torch.Tensor) -> None:
         """Round the points at ``alpha`` towards the adversarial ``far`` (see :meth:`project`)
-        to 8 bits, a little further towards ``far`` (up to ``top``, default ``far`` itself)
-        while the rounding loses the goal, and keep those that meet it (checked, one query
-        each) and beat the best so far."""
+        to 8 bits, a little further towards ``far`` (at most to ``far`` itself) while the
+        rounding loses the goal, and keep those that meet it (checked, one query each) and
+        beat the best so far."""
         origin = self.images[index]
         if self.norm == "l2":
             # Shifts are L2 distances in 0-255 units along the segment.
             length = 255 * (far - origin).flatten(1).norm(dim=1).double().clamp_min(1e-12)
-            limit = torch.ones_like(alpha) if top is None else top
+            limit = torch.ones_like(alpha)
             shifts = _L2_SHIFTS
         else:
             length = torch.full_like(alpha, 255.0)
-            limit = (far - origin).abs().flatten(1).amax(dim=1).double() if top is None else top
+            limit = (far - origin).abs().flatten(1).amax(dim=1).double()
             # The smallest whole-level box that holds the point.
             alpha = torch.ceil(alpha * 255 - 1e-6) / 255
             shifts = _LINF_SHIFTS

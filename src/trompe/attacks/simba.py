@@ -74,7 +74,8 @@ class SimBA(FixedBudgetAttack):
             mean square): the paper's 0.2 up to 51 x 51 pixels, 0.88 at 224 x 224. Every query
             is rounded to 8 bits, and the paper's 0.2 spread over a 224 x 224 image is a quarter
             of a level per pixel: rounding hides most of each step (measured on the ImageNet
-            model: the true class's probability fell half as fast as with float queries).
+            model, espresso photo, eps 5, 400 queries: step 0.2 took the true class from 0.94
+            to 0.93 with 8-bit queries, to 0.85 with float ones; step 1.0 fooled it in 366).
         basis: ``"dct"`` (SimBA-DCT, low frequencies first; default) or ``"pixel"`` (SimBA).
         queries: the most model evaluations per image, the first one (the clean image's
             probabilities) included (default 10000, the reference's step cap for untargeted
