@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 from trompe.attacks.apgd import APGD, APGDDLR, APGDT
 from trompe.attacks.base import Attack, FixedBudgetAttack, IterativeAttack, Norm, Progress
+from trompe.attacks.boundary import BoundaryAttack
 from trompe.attacks.cw import CarliniWagnerL2
 from trompe.attacks.ddn import DDN
 from trompe.attacks.deepfool import DeepFool
 from trompe.attacks.fab import FAB
 from trompe.attacks.fgsm import FGSM
 from trompe.attacks.goal import DEFAULT_TARGET_CONFIDENCE, Goal, Targeted, Untargeted
-from trompe.attacks.boundary import BoundaryAttack
 from trompe.attacks.hsj import HopSkipJump
 from trompe.attacks.mifgsm import MIFGSM
 from trompe.attacks.onepixel import OnePixel
