@@ -29,7 +29,11 @@ FAST: dict[str, dict[str, Any]] = {
     "fgsm": {"options": {}, "eps": {"linf": 0.3, "l2": 3.0}, "rate": 0.5},
     "pgd": {"options": {"steps": 20}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
     "mifgsm": {"options": {"steps": 10}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
-    "cw": {"options": {"steps": 60}, "targeted": {"steps": 200}, "rate": 0.8},
+    "cw": {
+        "options": {"steps": 60, "binary_search_steps": 1},
+        "targeted": {"steps": 200, "binary_search_steps": 1},
+        "rate": 0.8,
+    },
     "apgd-ce": {"options": {"steps": 20}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
     "apgd-dlr": {"options": {"steps": 20}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
     "apgd-t": {
@@ -40,6 +44,7 @@ FAST: dict[str, dict[str, Any]] = {
     "deepfool": {"options": {"steps": 10}, "rate": 0.9},
     "ddn": {"options": {"steps": 20}, "targeted": {"steps": 30}, "rate": 0.9},
     "fab": {"options": {"steps": 10}, "rate": 0.9},
+    "ead": {"options": {"steps": 50, "c": 1.0, "binary_search_steps": 1}, "rate": 0.8},
     "pgd-l0": {"options": {"steps": 20, "restarts": 1}, "eps": {"l0": 10}, "rate": 0.5},
     "jsma": {"options": {}, "eps": {"l0": 10}, "rate": 0.5},
     "square": {"options": {"queries": 300}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.5},
@@ -260,7 +265,15 @@ def test_sweep_of_a_minimum_norm_attack_thresholds_its_distances(
     digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     images, labels = digits_batch[0][:8], digits_batch[1][:8]
-    out = sweep("cw", digits_clf, images, Untargeted(labels), [0.5, 1.0, 3.0], steps=60)
+    out = sweep(
+        "cw",
+        digits_clf,
+        images,
+        Untargeted(labels),
+        [0.5, 1.0, 3.0],
+        steps=60,
+        binary_search_steps=1,
+    )
     assert len(out.results) == 1
     found = out.results[0].distances
     for e, eps in enumerate(out.epsilons):

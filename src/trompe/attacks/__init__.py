@@ -20,6 +20,7 @@ from trompe.attacks.boundary import BoundaryAttack
 from trompe.attacks.cw import CarliniWagnerL2
 from trompe.attacks.ddn import DDN
 from trompe.attacks.deepfool import DeepFool
+from trompe.attacks.ead import EAD
 from trompe.attacks.fab import FAB
 from trompe.attacks.fgsm import FGSM
 from trompe.attacks.goal import DEFAULT_TARGET_CONFIDENCE, Goal, Targeted, Untargeted
@@ -43,6 +44,7 @@ __all__ = [
     "ATTACKS",
     "DDN",
     "DEFAULT_TARGET_CONFIDENCE",
+    "EAD",
     "FAB",
     "FGSM",
     "JSMA",
@@ -125,6 +127,7 @@ _CLASSES: tuple[type[Attack], ...] = (
     CarliniWagnerL2,
     DDN,
     FAB,
+    EAD,
     PGDL0,
     JSMA,
     Square,
@@ -153,6 +156,8 @@ def get_attack(name: str) -> AttackInfo:
         "mi-fgsm": "mifgsm",
         "carlini-wagner": "cw",
         "cw-l2": "cw",
+        "elastic-net": "ead",
+        "ead-l1": "ead",
         "apgd": "apgd-ce",
         "apgdt": "apgd-t",
         "hopskipjump": "hsj",
