@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+
+# As `import trompe` does, but before torch is loaded here: OpenMP threads that wait passively,
+# so that another busy process on the machine does not slow the suite down tenfold.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import struct
 import zlib
 from pathlib import Path
