@@ -3,10 +3,11 @@
 Rows (one attack and threat model each; a peer that is not installed or fails is listed with the
 reason):
 
-- L2: trompe ``DeepFool`` (and with ``projections=3``, SuperDeepFool's refinement), trompe
-  ``DDN``, torchattacks ``DeepFool``, Foolbox ``L2DeepFoolAttack`` and ``DDNAttack``, ART
-  ``DeepFool``.
-- L-inf: trompe ``DeepFool(norm="linf")``, Foolbox ``LinfDeepFoolAttack``.
+- L2: trompe ``DeepFool`` (its default: one SuperDeepFool projection round) and
+  ``DeepFool(projections=0)`` (as published), trompe ``DDN``, torchattacks ``DeepFool``, Foolbox
+  ``L2DeepFoolAttack`` and ``DDNAttack``, ART ``DeepFool``.
+- L-inf: trompe ``DeepFool(norm="linf")`` with and without the projection, Foolbox
+  ``LinfDeepFoolAttack``.
 
 Everyone gets the hyper-parameters of the papers / reference implementations: DeepFool 50 steps,
 10 candidate classes, overshoot 0.02; DDN 100 steps, initial epsilon 1.0, gamma 0.05. The goal is
@@ -287,11 +288,11 @@ def build_methods() -> list[Method]:
     return [
         Method("trompe DeepFool", "l2", "trompe", trompe_runner(DeepFool(norm="l2"))),
         Method(
-            "trompe DeepFool, projections=3",
+            "trompe DeepFool, projections=0",
             "l2",
             "trompe",
-            trompe_runner(DeepFool(norm="l2", projections=3)),
-            note="SuperDeepFool refinement",
+            trompe_runner(DeepFool(norm="l2", projections=0)),
+            note="as published",
         ),
         Method("trompe DDN", "l2", "trompe", trompe_runner(DDN())),
         Method("torchattacks DeepFool", "l2", "torchattacks", torchattacks_deepfool),
@@ -299,6 +300,13 @@ def build_methods() -> list[Method]:
         Method("Foolbox DDNAttack", "l2", "foolbox", foolbox_ddn),
         Method("ART DeepFool", "l2", "adversarial-robustness-toolbox", art_deepfool),
         Method("trompe DeepFool", "linf", "trompe", trompe_runner(DeepFool(norm="linf"))),
+        Method(
+            "trompe DeepFool, projections=0",
+            "linf",
+            "trompe",
+            trompe_runner(DeepFool(norm="linf", projections=0)),
+            note="as published",
+        ),
         Method("Foolbox LinfDeepFoolAttack", "linf", "foolbox", foolbox_deepfool("linf")),
     ]
 

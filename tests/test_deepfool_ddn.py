@@ -112,18 +112,22 @@ def test_deepfool_l2_against_pgd_bisection(
 ) -> None:
     images, labels = compared
     goal = Untargeted(labels)
-    plain = DeepFool(norm="l2")(digits_clf, images, goal)
+    # The default: one SuperDeepFool projection round after the first crossing.
+    default = DeepFool(norm="l2")(digits_clf, images, goal)
+    check_honest(digits_clf, default, goal)
+    assert bool(default.success.all())
+    assert default.distances.median() < pgd_l2.median()  # 245.0 against 247.2 measured
+    # DeepFool as published stops at the first crossing of a linearised boundary: on this
+    # small CNN that is about 0.6 % above PGD's bisection (248.6 against 247.2).
+    plain = DeepFool(norm="l2", projections=0)(digits_clf, images, goal)
     check_honest(digits_clf, plain, goal)
     assert bool(plain.success.all())
-    # DeepFool as published stops at the first crossing of a linearised boundary: on this
-    # small CNN that is about 1 % above PGD's bisection (248.6 against 247.2).
     assert plain.distances.median() < 1.02 * pgd_l2.median()
-    # With projection rounds (SuperDeepFool), it is below it (244.6 measured).
-    projected = DeepFool(norm="l2", projections=3)(digits_clf, images, goal)
-    check_honest(digits_clf, projected, goal)
-    assert bool(projected.success.all())
-    assert projected.distances.median() < pgd_l2.median()
-    assert projected.distances.median() < plain.distances.median()
+    assert default.distances.median() < plain.distances.median()
+    # More rounds: no larger (244.7 measured).
+    more = DeepFool(norm="l2", projections=3)(digits_clf, images, goal)
+    check_honest(digits_clf, more, goal)
+    assert more.distances.median() <= default.distances.median()
 
 
 @pytest.mark.slow
@@ -132,16 +136,16 @@ def test_deepfool_linf_against_pgd_bisection(
 ) -> None:
     images, labels = compared
     goal = Untargeted(labels)
-    plain = DeepFool(norm="linf")(digits_clf, images, goal)
-    check_honest(digits_clf, plain, goal)
-    assert bool(plain.success.all())
-    assert torch.equal(plain.distances, plain.norms.linf)
+    default = DeepFool(norm="linf")(digits_clf, images, goal)
+    check_honest(digits_clf, default, goal)
+    assert bool(default.success.all())
+    assert torch.equal(default.distances, default.norms.linf)
+    assert default.distances.median() < pgd_linf.median()  # 27 against 28
     # L-inf sizes are whole levels, and PGD's bisection is exact to the level: a tie is
-    # the most plain DeepFool can do (28 and 28 measured).
+    # the most DeepFool as published does here (28 and 28 measured).
+    plain = DeepFool(norm="linf", projections=0)(digits_clf, images, goal)
+    assert bool(plain.success.all())
     assert plain.distances.median() <= pgd_linf.median()
-    projected = DeepFool(norm="linf", projections=3)(digits_clf, images, goal)
-    assert bool(projected.success.all())
-    assert projected.distances.median() < pgd_linf.median()  # 27 against 28
 
 
 # -- every returned image is adversarial once saved ------------------------------------------------
@@ -236,9 +240,12 @@ def test_deepfool_has_no_targeted_form(digits_clf: Classifier, digits_batch: Bat
 def test_counters_are_exact(digits_clf: Classifier, digits_batch: Batch) -> None:
     images, labels = digits_batch[0][:16], digits_batch[1][:16]
     goal = Untargeted(labels)
-    deepfool = DeepFool(candidates=4)(digits_clf, images, goal)
+    plain = DeepFool(candidates=4, projections=0)(digits_clf, images, goal)
     # One gradient per candidate class other than the true one, per linearisation step.
-    assert torch.equal(deepfool.gradients, 3 * deepfool.steps)
+    assert torch.equal(plain.gradients, 3 * plain.steps)
+    # A projection round is a step that takes one gradient (the goal's margin), not three.
+    deepfool = DeepFool(candidates=4)(digits_clf, images, goal)
+    assert torch.equal(deepfool.gradients, 3 * deepfool.steps - 2)
     assert bool((deepfool.steps >= 1).all())
     # The loop evaluates each step and the crossing point; the line search adds its own.
     assert bool((deepfool.forwards >= deepfool.steps + 1 + 1 + 2).all())
@@ -321,6 +328,7 @@ def test_params_are_plain(digits_batch: Batch) -> None:
         assert all(isinstance(v, int | float | str | bool | type(None)) for v in params.values())
     assert DDN().params()["steps"] == 100 and DDN().params()["gamma"] == 0.05
     assert DeepFool().params()["candidates"] == 10 and DeepFool().params()["overshoot"] == 0.02
+    assert DeepFool().params()["projections"] == 1
 
 
 # -- the ImageNet model --------------------------------------------------------------------------

@@ -645,6 +645,18 @@ def _attack_json(info: Any) -> dict[str, Any]:
     }
 
 
+#: The options that `trompe attacks` shows in its "defaults" column.
+_LISTED_OPTIONS = (
+    "steps",
+    "queries",
+    "restarts",
+    "step_size",
+    "loss",
+    "candidates",
+    "binary_search_steps",
+)
+
+
 def _cmd_attacks(args: argparse.Namespace) -> int:
     import inspect
 
@@ -693,7 +705,7 @@ def _cmd_attacks(args: argparse.Namespace) -> int:
         defaults = ", ".join(
             f"{o.name}={_default_text(o.default)}"
             for o in attack_options(a.cls)
-            if o.name in ("steps", "queries", "restarts", "step_size", "loss", "candidates")
+            if o.name in _LISTED_OPTIONS
         )
         table.add_row(
             a.name,

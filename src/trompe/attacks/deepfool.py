@@ -26,13 +26,17 @@ still short of the goal after ``steps`` gets a growing factor (``1.05, 1.1, 1.2,
 instead. The smallest 8-bit image that met the goal is returned; each image tried is a counted
 forward pass. The change is kept equal to what clipping to [0, 1] leaves of it.
 
-Optionally (``projections``), the crossing point is improved as in SuperDeepFool
-(Abdollahpourrostam, Abroshan & Moosavi-Dezfooli, "Revisiting DeepFool: generalization and
-improvement", arXiv:2303.12481). A minimal change is parallel to the normal of the boundary, so
-the change ``r`` is replaced by the smallest one with the same linearised gain along the normal
-``w`` at the crossing point (``(r.w / ||w||^2) w`` for L2, ``(r.w / ||w||_1) sign(w)`` for
-L-inf), which is never longer, and DeepFool crosses again from there; the smallest crossing is
-kept.
+By default the crossing point is then improved once as in SuperDeepFool (Abdollahpourrostam,
+Abroshan & Moosavi-Dezfooli, "Revisiting DeepFool: generalization and improvement",
+arXiv:2303.12481); ``projections=0`` is DeepFool as published. A minimal change is parallel to
+the normal of the boundary, so the change ``r`` is replaced by the smallest one with the same
+linearised gain along the normal ``w`` at the crossing point (``(r.w / ||w||^2) w`` for L2,
+``(r.w / ||w||_1) sign(w)`` for L-inf), which is never longer, and DeepFool crosses again from
+there; the smallest crossing is kept. Why by default: DeepFool as published stops at its first
+crossing, which is not the nearest point of the boundary. Measured on 24 digits with the digits
+CNN, its median L2 was 248.6 (0-255 units), above the smallest budget at which PGD-40 succeeds
+(247.2, by bisection), and its L-inf median equal to PGD's (28); one projection round brings
+them to 245.0 and 27, below PGD, for about twice the gradients (1.6 times the time).
 
 With a goal that asks for a confidence, DeepFool first crosses the top-1 boundary as usual; an
 image whose top-1 has changed but whose goal is not yet met then takes the same linearised step
@@ -87,8 +91,8 @@ class DeepFool(Attack):
             worked (default 6): one forward pass each.
         projections: after each crossing, shorten the change to the smallest one with the
             same linearised gain along the boundary's normal, and cross again from there, this
-            many times (SuperDeepFool's projection step; default 0, DeepFool as published).
-            Each costs one gradient, and usually one more DeepFool step.
+            many times (SuperDeepFool's projection step; default 1; 0 is DeepFool as
+            published). Each costs one gradient, and usually one more DeepFool step.
         seed: unused (DeepFool is deterministic); kept for the common interface.
 
     Example:
@@ -112,7 +116,7 @@ class DeepFool(Attack):
         overshoot: float = 0.02,
         search_steps: int = 12,
         refine_steps: int = 6,
-        projections: int = 0,
+        projections: int = 1,
         seed: int | None = 0,
     ) -> None:
         _check_norm(self, norm)

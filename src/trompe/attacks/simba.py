@@ -50,7 +50,7 @@ from trompe.attacks.base import (
 )
 from trompe.attacks.goal import Goal
 from trompe.attacks.oracle import Oracle
-from trompe.attacks.square import crop, paste, round_l2, seen_box
+from trompe.attacks.square import ask_region, crop, paste, record_region, round_l2, seen_box
 from trompe.errors import InvalidArgumentError
 from trompe.models.classifier import Access
 
@@ -155,9 +155,9 @@ class SimBA(FixedBudgetAttack):
         # so that the rounded queries show the float change without bias.
         offset = (torch.rand(x.shape, generator=generator, device=device) - 0.5) / 255
         current = x.clone()
-        logits = self._ask(model, tracker, images, box, everyone, current)
+        logits = ask_region(model, tracker, images, box, everyone, current)
         score = sign * _log_odds(logits, classes)
-        self._record(tracker, images, box, everyone, current, goal.met(logits))
+        record_region(tracker, images, box, everyone, current, goal.met(logits))
 
         while True:
             used = tracker.forwards.to(device)
@@ -177,7 +177,7 @@ class SimBA(FixedBudgetAttack):
                 met = torch.zeros_like(fresh)
                 if bool(fresh.any()):
                     asked = untried[fresh]
-                    logits = self._ask(model, tracker, images, box, asked, candidate[fresh])
+                    logits = ask_region(model, tracker, images, box, asked, candidate[fresh])
                     sub = goal.subset(asked)
                     new[fresh] = sign * _log_odds(logits, sub.classes)
                     met[fresh] = sub.met(logits)
@@ -186,7 +186,7 @@ class SimBA(FixedBudgetAttack):
                 delta[kept] = candidate_delta[keep]
                 current[kept] = candidate[keep]
                 score[kept] = new[keep]
-                self._record(tracker, images, box, untried, candidate, met)
+                record_region(tracker, images, box, untried, candidate, met)
                 # The other sign only for the images that this one did not improve.
                 used = tracker.forwards.to(device)
                 untried = untried[~keep]
@@ -213,33 +213,6 @@ class SimBA(FixedBudgetAttack):
         size = lp_norm(delta, "l2").clamp_min(1e-12)
         out: torch.Tensor = delta * (self.eps / size).clamp(max=1.0).view(-1, 1, 1, 1)
         return out
-
-    @staticmethod
-    def _ask(
-        model: Oracle,
-        tracker: _Tracker,
-        images: torch.Tensor,
-        box: tuple[int, int, int, int],
-        index: torch.Tensor,
-        regions: torch.Tensor,
-    ) -> torch.Tensor:
-        logits = model.logits(paste(images[index], regions, box))
-        tracker.count(index, forwards=1)
-        return logits
-
-    @staticmethod
-    def _record(
-        tracker: _Tracker,
-        images: torch.Tensor,
-        box: tuple[int, int, int, int],
-        index: torch.Tensor,
-        regions: torch.Tensor,
-        met: torch.Tensor,
-    ) -> None:
-        winners = index[met]
-        if len(winners):
-            tracker.done[winners] = True
-            tracker.adversarial[winners] = paste(images[winners], regions[met], box)
 
     def _report(
         self,

@@ -129,9 +129,9 @@ class Square(FixedBudgetAttack):
 
         everyone = torch.arange(len(images), device=images.device)
         best = search.start()
-        logits = _ask(model, tracker, images, box, everyone, best)
+        logits = ask_region(model, tracker, images, box, everyone, best)
         best_loss, met = _loss(goal, logits)
-        _record(tracker, images, box, everyone, best, met)
+        record_region(tracker, images, box, everyone, best, met)
         _report(progress, tracker, goal, everyone, logits, 1, self.queries)
 
         for iteration in range(self.queries - 1):
@@ -140,7 +140,7 @@ class Square(FixedBudgetAttack):
                 break
             p = p_schedule(self.p_init, iteration, self.queries)
             candidates = search.step(index, best[index], p)
-            logits = _ask(model, tracker, images, box, index, candidates)
+            logits = ask_region(model, tracker, images, box, index, candidates)
             tracker.steps[index.cpu()] += 1
             sub = goal.subset(index)
             loss, met = _loss(sub, logits)
@@ -149,7 +149,7 @@ class Square(FixedBudgetAttack):
             keep = (loss < best_loss[index]) | met
             best[index[keep]] = candidates[keep]
             best_loss[index[keep]] = loss[keep]
-            _record(tracker, images, box, index, candidates, met)
+            record_region(tracker, images, box, index, candidates, met)
             _report(progress, tracker, goal, index, logits, iteration + 2, self.queries)
 
         pending = (~tracker.done).nonzero().squeeze(1)
@@ -481,7 +481,7 @@ def round_l2(
         return out
 
 
-def _ask(
+def ask_region(
     model: Oracle,
     tracker: _Tracker,
     images: torch.Tensor,
@@ -505,7 +505,7 @@ def _loss(goal: Goal, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return -margin, margin > 0
 
 
-def _record(
+def record_region(
     tracker: _Tracker,
     images: torch.Tensor,
     box: Box,
