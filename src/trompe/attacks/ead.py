@@ -31,7 +31,13 @@ goal once its loss stops falling (the paper's "abort early": less than 0.01 % in
 run); the search once the bracket around ``c`` is within 5 %, or once a run inside the bracket
 met the goal but improved the best distance by less than ``search_tolerance``. Runs that have
 met the goal go on to the end: their loss stalls long before the shrinkage has made the
-change as sparse as it will get.
+change as sparse as it will get. In the last run there is no larger ``c`` to go on with, so
+there, at each tenth of the run, an image that no run has got to its goal and that is not on
+course to (at the pace of the last tenth, its margin would not reach ``kappa`` by the end of
+the run) has its ``c`` multiplied by 10 instead of stopping. With ``binary_search_steps=1`` EAD
+is then a quick one-run attack that meets the goal. Its changes can be far larger than the
+search's: about the same median L1 on 16 targeted digits (2,238 against 2,271 in 0-255 units),
+but 12 times the L1 on the cat photo to "lemon" at 99 % (1.1 million against 90,000).
 
 The paper runs 1,000 iterations per value of ``c`` (9 values). The default here is 200: on the
 digits CNN this costs about 550 forward-backward passes per image instead of about 2,600 and
@@ -209,6 +215,8 @@ class EAD(Attack):
         running = torch.ones(count, dtype=torch.bool, device=device)
         last_loss = torch.full((count,), math.inf, device=device)
         checkpoint = max(1, self.steps // 10)
+        last_run = run == self.binary_search_steps - 1
+        last_margin = torch.full((count,), -math.inf, device=device)
         for step in range(self.steps):
             local = running.nonzero().squeeze(1)
             if not len(local):
@@ -265,8 +273,18 @@ class EAD(Attack):
                     # the loss stalls long before the L1 does.)
                     flat = ~found[local] & (loss > 0.9999 * last_loss[local])
                     last_loss[local] = loss
+                    # In the last run, an image that no run got to its goal has no later run
+                    # to raise c: raise it here where, at the pace of the last tenth, its
+                    # margin would not reach what is asked of it by the end of the run.
+                    hopeless = last_run & ~torch.isfinite(best[rows])
+                    if hopeless.any():
+                        left = (self.steps - step - 1) / checkpoint
+                        wanted = reachable(kappa[rows], goal)
+                        late = margin + (margin - last_margin[local]) * left <= wanted
+                        c[local[hopeless & late]] *= 10
                     if self.early_stop:
-                        running[local[flat]] = False
+                        running[local[flat & ~hopeless]] = False
+                    last_margin[local] = margin
             if progress is not None:
                 prob = logits[:1].detach().softmax(dim=1)[0, sub_goal.classes[local[0]]]
                 done = int(torch.isfinite(best).sum())
