@@ -42,9 +42,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import importlib.metadata
 import logging
-import platform
 import statistics
 import sys
 import time
@@ -55,19 +53,29 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+# benchmarks/_common.py: found because a script's own folder is first on sys.path.
+from _common import (
+    PHOTOS,
+    art_classifier,
+    comma_list,
+    cpu_threads,
+    device_line,
+    digits_batch,
+    lite0_photos,
+    load_lines,
+    log,
+    package_version,
+    render,
+    require_device,
+    sync,
+    versions_line,
+)
+
 import trompe
 from trompe.attacks import PGD, Attack, Untargeted, measure
 from trompe.attacks.apgd import APGD, APGDDLR, APGDT
 from trompe.attacks.base import FixedBudgetAttack, Norm
 from trompe.images import quantize
-from trompe.models.digits import load_digits, train_digits_classifier
-
-#: Photos for ``--photos`` (bundled with trompe, then scikit-image's data folder if installed).
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "camera")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -137,17 +145,10 @@ def torchattacks_row(clf: trompe.Classifier, setting: Setting, kind: str) -> Run
 
 def art_row(clf: trompe.Classifier, setting: Setting, kind: str) -> Runner:
     from art.attacks.evasion import AutoProjectedGradientDescent
-    from art.estimators.classification import PyTorchClassifier
 
     logging.getLogger("art").setLevel(logging.WARNING)
-    estimator = PyTorchClassifier(
-        model=clf,
-        loss=torch.nn.CrossEntropyLoss(),
-        input_shape=(3, *(clf.input_size or (8, 8))),
-        nb_classes=clf.num_classes,
-        clip_values=(0.0, 1.0),
-        device_type="gpu" if setting.device.type == "cuda" else "cpu",
-    )
+    shape = (3, *(clf.input_size or (8, 8)))
+    estimator = art_classifier(clf, shape, clf.num_classes, setting.device)
     loss_type = "cross_entropy" if kind == "apgd-ce" else "difference_logits_ratio"
 
     def run(images: torch.Tensor, labels: torch.Tensor, steps: int) -> tuple[torch.Tensor, None]:
@@ -213,11 +214,6 @@ def build_rows(clf: trompe.Classifier, setting: Setting, skip: list[str]) -> lis
 # -- running and scoring ------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_rows(
     rows: list[Row], images: torch.Tensor, labels: torch.Tensor, steps: int, repeats: int
 ) -> None:
@@ -234,10 +230,10 @@ def run_rows(
         # A B C ... then ... C B A: a load that drifts hits every row alike on average.
         for row in active if repeat % 2 == 0 else active[::-1]:
             assert row.runner is not None
-            _sync(images.device)
+            sync(images.device)
             start = time.perf_counter()
             output, gradients = row.runner(images, labels, steps)
-            _sync(images.device)
+            sync(images.device)
             row.seconds.append(time.perf_counter() - start)
             row.output, row.gradients = output.detach(), gradients
             log(f"  {repeat + 1}/{repeats} {row.library} {row.attack}: {row.seconds[-1]:.2f} s")
@@ -314,50 +310,6 @@ def table(
     return render(header, body, markdown)
 
 
-def render(header: list[str], body: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
-    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header)] + [fmt.format(*cells) for cells in body])
-
-
-# -- data ---------------------------------------------------------------------------------------
-
-
-def load_photos(clf: trompe.Classifier, count: int, device: torch.device) -> torch.Tensor:
-    from pathlib import Path
-
-    found = []
-    for name in PHOTOS:
-        try:
-            path = Path(trompe.images.example_path(name))
-        except Exception:
-            try:
-                import skimage.data
-            except ImportError:
-                continue
-            folder = Path(skimage.data.data_dir)
-            candidates = [folder / f"{name}{s}" for s in (".png", ".jpg")]
-            path = next((p for p in candidates if p.is_file()), Path())
-            if not path.is_file():
-                continue
-        image = trompe.load_image(path)[None].to(device)
-        with torch.no_grad():
-            found.append(quantize(clf.preprocess(image).clamp(0, 1)))
-        if len(found) == count:
-            break
-    return torch.cat(found)
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (3)")
@@ -381,20 +333,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA device")
+    require_device(parser, args.device)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    if args.device == "cpu" and args.threads > 0:
-        torch.set_num_threads(args.threads)
+    cpu_threads(args.device, args.threads)
     device = torch.device(args.device)
     warnings.filterwarnings("ignore")
-    skip = [s.strip().lower() for s in args.skip.split(",") if s.strip()]
-    norms = [n.strip() for n in args.norms.split(",") if n.strip()]
+    skip = comma_list(args.skip, lower=True)
+    norms = comma_list(args.norms)
     md = "- " if args.markdown else ""
     title = "#" if args.markdown else ""
 
@@ -402,28 +352,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{title}# Auto-PGD: trompe vs torchattacks and ART ({args.steps} iterations, "
         f"{args.restarts} restart(s), untargeted)",
         "",
-        f"{md}python {platform.python_version()}, torch {torch.__version__}, trompe "
-        f"{trompe.__version__}, torchattacks {_version('torchattacks')}, ART "
-        f"{_version('adversarial-robustness-toolbox')}",
-        f"{md}device: {device}"
-        + (
-            f" ({torch.cuda.get_device_name(device)})"
-            if device.type == "cuda"
-            else f" ({os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()})"
-        ),
+        f"{md}{versions_line()}, torchattacks {package_version('torchattacks')}, ART "
+        f"{package_version('adversarial-robustness-toolbox')}",
+        f"{md}{device_line(device)}",
         f"{md}robust accuracy on the output rounded to 8 bits and re-predicted; seconds: median of "
         f"{args.repeats} run(s); gradients: per-image gradient passes (trompe; the peers run "
         f"every iteration on every image: {args.steps} per image and run, times the targets "
         "for APGD-T)",
     ]
-    if hasattr(os, "getloadavg"):
-        out.append(f"{md}load average at start: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
+    out += [md + line for line in load_lines()]
 
     log("training the digits CNN (seed 0)")
-    data = load_digits()
-    digits_clf = train_digits_classifier(data, seed=0).to(device)
-    images = data.test_images[: args.digits].to(device)
-    labels = data.test_labels[: args.digits].to(device)
+    # The first test digits, wrong ones too (they count as not robust for everyone).
+    digits_clf, images, labels = digits_batch(args.digits, device, correct_only=False)
     suites: list[tuple[str, trompe.Classifier, torch.Tensor, torch.Tensor, Setting]] = []
     for norm in norms:
         eps = args.linf / 255 if norm == "linf" else args.l2
@@ -432,10 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         name = f"digits CNN, {len(images)} test digits (8x8), {norm} eps {shown}"
         suites.append((name, digits_clf, images, labels, setting))
     if args.photos > 0:
-        lite = trompe.load_model("efficientnet_lite0").to(device)
-        photos = load_photos(lite, args.photos, device)
-        with torch.no_grad():
-            photo_labels = lite(photos).argmax(dim=1)  # attack the model's own top-1
+        # Labels: the model's own top-1 (attacked).
+        lite, photos, photo_labels, _ = lite0_photos(device, PHOTOS, limit=args.photos)
         eps = args.photo_linf / 255
         setting = Setting("linf", eps, args.steps, args.restarts, args.targets, len(photos), device)
         name = (

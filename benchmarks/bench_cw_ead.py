@@ -48,7 +48,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import importlib.metadata
 import logging
 import statistics
 import sys
@@ -60,25 +59,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+# benchmarks/_common.py: found because a script's own folder is first on sys.path.
+from _common import (
+    BUNDLED,
+    art_classifier,
+    digits_batch,
+    lite0_photos,
+    log,
+    package_version,
+    render,
+    sync,
+)
+
 import trompe
 from trompe.attacks import CarliniWagnerL2, Goal, Targeted, Untargeted, measure
 from trompe.attacks.ead import EAD
 from trompe.images import quantize
-from trompe.models.digits import load_digits, train_digits_classifier
 
 # One attack run: (images, classes) -> adversarial images (any float values; scored after).
 Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 @dataclass(frozen=True)
@@ -222,17 +221,8 @@ def foolbox_ead(clf: trompe.Classifier, setting: Setting) -> Runner:
 
 
 def _art_estimator(clf: trompe.Classifier, setting: Setting, shape: tuple[int, ...]) -> object:
-    from art.estimators.classification import PyTorchClassifier
-
     logging.getLogger("art").setLevel(logging.WARNING)
-    return PyTorchClassifier(
-        model=clf,
-        loss=torch.nn.CrossEntropyLoss(),
-        input_shape=shape,
-        nb_classes=clf.num_classes,
-        clip_values=(0.0, 1.0),
-        device_type="gpu" if setting.device.type == "cuda" else "cpu",
-    )
+    return art_classifier(clf, shape, clf.num_classes, setting.device)
 
 
 def _art(
@@ -320,7 +310,7 @@ def build_rows(clf: trompe.Classifier, setting: Setting, skip: set[str]) -> list
     short = {"art": "adversarial-robustness-toolbox"}
     skipped = {short.get(name, name) for name in skip}
     for family, package, name, make in peers:
-        version = _version(package)
+        version = package_version(package)
         label = f"{name} ({package} {version})"
         if package in skipped:
             rows.append(Row(family, label, None, note="skipped (--skip)"))
@@ -368,14 +358,12 @@ def run_rows(
             log(f"[{repeat + 1}/{repeats}] {row.name}")
             try:
                 runner = row.make()
-                if setting.device.type == "cuda":
-                    torch.cuda.synchronize(setting.device)
+                sync(setting.device)
                 start = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     adversarial = runner(images, classes)
-                if setting.device.type == "cuda":
-                    torch.cuda.synchronize(setting.device)
+                sync(setting.device)
                 row.seconds.append(time.perf_counter() - start)
             except Exception as error:  # a peer that breaks must not stop the benchmark
                 row.error = f"{type(error).__name__}: {error}"[:200]
@@ -431,47 +419,12 @@ def print_table(title: str, rows: list[Row], markdown: bool) -> None:
             ]
         )
     print(f"\n{title}\n")
-    if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "|".join("---" for _ in header) + "|")
-        for line in lines:
-            print("| " + " | ".join(line) + " |")
-    else:
-        widths = [max(len(str(x)) for x in column) for column in zip(header, *lines, strict=True)]
-        for line in [header, *lines]:
-            print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)))
+    print(render(header, lines, markdown))
     print(
         "\n'vs trompe, same images': the median over the images that both this row and the "
         "first trompe row of its norm turn adversarial of (this row's norm / trompe's norm), "
         "and how many images that is; above 1: trompe's changes are smaller."
     )
-
-
-def digits_batch(
-    n: int, device: torch.device
-) -> tuple[trompe.Classifier, torch.Tensor, torch.Tensor]:
-    data = load_digits()
-    clf = train_digits_classifier(data, seed=0).to(device)
-    images, labels = data.test_images.to(device), data.test_labels.to(device)
-    with torch.no_grad():
-        right = clf(images).argmax(dim=1) == labels
-    index = right.nonzero().squeeze(1)[:n]
-    return clf, images[index], labels[index]
-
-
-def photo_batch(
-    n: int, device: torch.device
-) -> tuple[trompe.Classifier, torch.Tensor, torch.Tensor]:
-    clf = trompe.load_model("efficientnet_lite0").to(device)
-    photos = []
-    for name in ("chelsea", "coffee")[:n]:
-        image = trompe.load_image(trompe.images.example_path(name))[None].to(device)
-        with torch.no_grad():
-            photos.append(quantize(clf.preprocess(image).clamp(0, 1)))
-    images = torch.cat(photos)
-    with torch.no_grad():
-        labels = clf(images).argmax(dim=1)
-    return clf, images, labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -507,12 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
-        f"torchattacks {_version('torchattacks')}, foolbox {_version('foolbox')}, "
-        f"ART {_version('adversarial-robustness-toolbox')}; numpy {np.__version__}"
+        f"torchattacks {package_version('torchattacks')}, foolbox {package_version('foolbox')}, "
+        f"ART {package_version('adversarial-robustness-toolbox')}; numpy {np.__version__}"
     )
     batches = [("digits CNN", *digits_batch(args.images, device))]
     if args.photos:
-        batches.append(("EfficientNet-Lite0, 224 x 224", *photo_batch(args.photos, device)))
+        clf, images, labels, _ = lite0_photos(device, BUNDLED[: args.photos])
+        batches.append(("EfficientNet-Lite0, 224 x 224", clf, images, labels))
     for title, clf, images, labels in batches:
         classes = (labels + 1) % clf.num_classes if args.targeted else labels
         setting = Setting(args.steps, args.runs, args.targeted, device, len(images))

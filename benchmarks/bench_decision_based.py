@@ -49,9 +49,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import importlib.metadata
 import math
-import platform
 import statistics
 import sys
 import time
@@ -62,47 +60,41 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-import trompe
+# benchmarks/_common.py: found because a script's own folder is first on sys.path.
+from _common import (
+    BUNDLED,
+    Counting,
+    art_classifier,
+    comma_list,
+    cpu_threads,
+    device_line,
+    digits_batch,
+    lite0_photos,
+    load_lines,
+    log,
+    package_version,
+    render,
+    require_device,
+    versions_line,
+)
+
 from trompe.attacks import Untargeted, measure
 from trompe.attacks.boundary import BoundaryAttack
 from trompe.attacks.hsj import HopSkipJump
-from trompe.images import example_path, load_image, quantize
+from trompe.images import quantize
 from trompe.models import Classifier
-from trompe.models.digits import load_digits, train_digits_classifier
-
-PHOTOS = ("chelsea", "coffee")
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
 
 # -- models, data, counting -----------------------------------------------------------------------
 
 
-class Counting(nn.Module):
-    """Wraps a classifier; counts the images it is asked about (the peers' queries)."""
+def counting(clf: Classifier) -> Counting:
+    """The classifier, counting the images it is asked about (the peers' queries).
 
-    def __init__(self, clf: Classifier) -> None:
-        super().__init__()
-        self.clf = clf
-        self.images = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.images += int(x.shape[0])
-        with torch.no_grad():
-            # ART hands float64 batches from its numpy arithmetic; the network is float32.
-            out: torch.Tensor = self.clf(x.float())
-        return out
+    The peers read its decisions only: no autograd; and ART hands float64 batches from its
+    numpy arithmetic, where the network is float32.
+    """
+    return Counting(clf, no_grad=True, float32=True).eval()
 
 
 @dataclass
@@ -115,21 +107,12 @@ class Task:
 
 
 def digits_task(count: int, device: torch.device, norms: tuple[str, ...]) -> Task:
-    data = load_digits()
-    clf = train_digits_classifier(data, seed=0).to(device)
-    images = data.test_images.to(device)
-    with torch.no_grad():
-        right = clf(images).argmax(dim=1) == data.test_labels.to(device)
-    index = right.nonzero().squeeze(1)[:count]
-    return Task("digits CNN, 8x8", clf, images[index], data.test_labels.to(device)[index], norms)
+    clf, images, labels = digits_batch(count, device)
+    return Task("digits CNN, 8x8", clf, images, labels, norms)
 
 
 def photo_task(count: int, device: torch.device) -> Task:
-    clf = trompe.load_model("efficientnet_lite0").to(device)
-    photos = [load_image(example_path(name))[None].to(device) for name in PHOTOS[:count]]
-    with torch.no_grad():
-        images = quantize(torch.cat([clf.preprocess(p) for p in photos]).clamp(0, 1))
-        labels = clf(images).argmax(dim=1)
+    clf, images, labels, _ = lite0_photos(device, BUNDLED[:count])
     return Task("Lite0, photos at 224", clf, images, labels, ("l2",))
 
 
@@ -223,7 +206,7 @@ def _calibrated(
 def foolbox_runner(task: Task, norm: str, budget: int) -> Callable[[], Outcome]:
     import foolbox as fb
 
-    counter = Counting(task.clf).eval()
+    counter = counting(task.clf)
     model = fb.PyTorchModel(counter, bounds=(0, 1), device=task.images.device)
     criterion = fb.criteria.Misclassification(task.labels)
 
@@ -238,18 +221,9 @@ def foolbox_runner(task: Task, norm: str, budget: int) -> Callable[[], Outcome]:
 
 
 def _art_classifier(task: Task) -> tuple[Counting, Any]:
-    from art.estimators.classification import PyTorchClassifier
-
-    counter = Counting(task.clf).eval()
-    classifier = PyTorchClassifier(
-        model=counter,
-        loss=nn.CrossEntropyLoss(),
-        input_shape=tuple(task.images.shape[1:]),
-        nb_classes=task.clf.num_classes,
-        clip_values=(0.0, 1.0),
-        device_type="gpu" if task.images.device.type == "cuda" else "cpu",
-    )
-    return counter, classifier
+    counter = counting(task.clf)
+    classes = task.clf.num_classes
+    return counter, art_classifier(counter, task.images.shape[1:], classes, task.images.device)
 
 
 def art_runner(task: Task, norm: str, budget: int) -> Callable[[], Outcome]:
@@ -295,7 +269,7 @@ def boundary_runner(task: Task, budget: int) -> Callable[[], Outcome]:
 def foolbox_boundary_runner(task: Task, norm: str, budget: int) -> Callable[[], Outcome]:
     import foolbox as fb
 
-    counter = Counting(task.clf).eval()
+    counter = counting(task.clf)
     model = fb.PyTorchModel(counter, bounds=(0, 1), device=task.images.device)
     criterion = fb.criteria.Misclassification(task.labels)
 
@@ -401,18 +375,6 @@ def _median(values: torch.Tensor) -> float:
     return float(np.median(values.double().numpy()))
 
 
-def render(header: list[str], body: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body]
-        return "\n".join(lines)
-    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*cells) for cells in body]
-    return "\n".join(lines)
-
-
 def table(task: Task, norm: str, rows: list[Row], markdown: bool) -> str:
     header = [
         "method",
@@ -448,24 +410,17 @@ def table(task: Task, norm: str, rows: list[Row], markdown: bool) -> str:
         if few:
             cells.insert(5, ", ".join(f"{float(v):.0f}" for v in result.distances))
         body.append(cells)
-    return render(header, body, markdown)
+    return render(header, body, markdown, rule=True)
 
 
 def environment(device: torch.device) -> list[str]:
-    lines = [
-        f"python {platform.python_version()}, torch {torch.__version__}, "
-        f"trompe {trompe.__version__}",
-        f"peers: foolbox {_version('foolbox')}, ART {_version('adversarial-robustness-toolbox')}",
-        f"device: {device}"
-        + (
-            f" ({torch.cuda.get_device_name(device)})"
-            if device.type == "cuda"
-            else f" ({os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()})"
-        ),
+    art = package_version("adversarial-robustness-toolbox")
+    return [
+        versions_line(),
+        f"peers: foolbox {package_version('foolbox')}, ART {art}",
+        device_line(device),
+        *load_lines(),
     ]
-    if hasattr(os, "getloadavg"):
-        lines.append("load average at start: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
-    return lines
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -491,20 +446,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.queries < 1:
         parser.error("--repeats and --queries must be at least 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA device")
+    require_device(parser, args.device)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    if args.device == "cpu" and args.threads > 0:
-        torch.set_num_threads(args.threads)
+    cpu_threads(args.device, args.threads)
     device = torch.device(args.device)
     warnings.filterwarnings("ignore")
-    skip = [s.strip().lower() for s in args.skip.split(",") if s.strip()]
-    norms = tuple(n.strip() for n in args.norms.split(",") if n.strip())
+    skip = comma_list(args.skip, lower=True)
+    norms = tuple(comma_list(args.norms))
     tasks: list[tuple[Task, int]] = []
     if args.digits > 0:
         tasks.append((digits_task(args.digits, device, norms), args.queries))
@@ -520,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "distances in 0-255 units, median over all images (a failure counts as inf); peers' "
         "queries counted by a wrapper around the model, their iterations set to fit the budget"
     )
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    attacks = comma_list(args.attacks)
     for attack in attacks:
         for task, budget in tasks:
             for norm in task.norms:

@@ -52,26 +52,22 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+
+# benchmarks/_common.py: found because a script's own folder is first on sys.path.
+from _common import PHOTOS, digits_batch, lite0_photos, log, render
 
 import trompe
 from trompe.attacks import Goal, Targeted, Untargeted, measure
 from trompe.attacks.fab import FAB
 from trompe.images import quantize
-from trompe.models.digits import load_digits, train_digits_classifier
 
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "camera")
 PEER_NORM = {"linf": "Linf", "l2": "L2"}
 PEER_EPS = {"linf": 1.0, "l2": 100.0}  # large: torchattacks drops results above eps
 
 #: (images, labels, targets or None) -> adversarial images
 Runner = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- scoring --------------------------------------------------------------------------------------
@@ -197,13 +193,7 @@ def _has_fab(package: str, module: str) -> str:
 
 def digits_rows(args: argparse.Namespace, device: torch.device) -> list[Row]:
     log("training the digits CNN ...")
-    data = load_digits()
-    clf = train_digits_classifier(data, seed=0).to(device)
-    test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
-    with torch.no_grad():
-        right = clf(test_images).argmax(dim=1) == test_labels
-    index = right.nonzero().squeeze(1)[: args.size]
-    images, labels = test_images[index], test_labels[index]
+    clf, images, labels = digits_batch(args.size, device)
     targets = (labels + 1 + torch.arange(len(labels), device=device) % 9) % 10
     rows: list[Row] = []
     peers = (
@@ -244,20 +234,7 @@ def photo_rows(args: argparse.Namespace, device: torch.device) -> list[Row]:
     if args.photos <= 0:
         return []
     log("loading EfficientNet-Lite0 and the photos ...")
-    clf = trompe.load_model("efficientnet_lite0").to(device)
-    images = []
-    for name in PHOTOS:
-        path = _photo_path(name)
-        if path is None:
-            continue
-        image = trompe.load_image(path)[None].to(device)
-        with torch.no_grad():
-            images.append(quantize(clf.preprocess(image).clamp(0, 1)))
-        if len(images) == args.photos:
-            break
-    batch = torch.cat(images)
-    with torch.no_grad():
-        labels = clf(batch).argmax(dim=1)
+    clf, batch, labels, _ = lite0_photos(device, PHOTOS, limit=args.photos)
     table = f"{len(batch)} photos, Lite0 224 px, untargeted"
     goal = Untargeted(labels)
     steps = args.photo_steps
@@ -280,20 +257,6 @@ def photo_rows(args: argparse.Namespace, device: torch.device) -> list[Row]:
     return rows
 
 
-def _photo_path(name: str) -> Path | None:
-    if name in ("chelsea", "coffee"):
-        return Path(trompe.images.example_path(name))
-    try:
-        import skimage.data
-    except ImportError:
-        return None
-    for suffix in (".png", ".jpg"):
-        path = Path(skimage.data.data_dir) / f"{name}{suffix}"
-        if path.is_file():
-            return path
-    return None
-
-
 # -- output ---------------------------------------------------------------------------------------
 
 
@@ -305,7 +268,7 @@ def _fmt(value: float, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
-def render(rows: list[Row], markdown: bool) -> str:
+def render_tables(rows: list[Row], markdown: bool) -> str:
     header = (
         "attack",
         "success (8-bit)",
@@ -324,14 +287,7 @@ def render(rows: list[Row], markdown: bool) -> str:
     for table in dict.fromkeys(r.table for r in rows):
         lines.append(f"\n### {table}\n" if markdown else f"\n== {table} ==")
         body = [summarise(r, common.get(r.group)) for r in rows if r.table == table]
-        if markdown:
-            lines.append("| " + " | ".join(header) + " |")
-            lines.append("|" + "---|" * len(header))
-            lines.extend("| " + " | ".join(cells) + " |" for cells in body)
-        else:
-            widths = [max(len(c[i]) for c in [header, *body]) for i in range(len(header))]
-            for cells in [header, *body]:
-                lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
+        lines.append(render(header, body, markdown))
     return "\n".join(lines)
 
 
@@ -357,7 +313,7 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, {versions}; norms in 0-255 units on the 8-bit "
         f"outputs; times: median of {args.repeats} (photos: 1 run)"
     )
-    print(render(rows, args.markdown))
+    print(render_tables(rows, args.markdown))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import importlib.metadata
 import logging
 import math
 import platform
@@ -59,21 +58,27 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
+
+# benchmarks/_common.py: found because a script's own folder is first on sys.path.
+from _common import (
+    PHOTOS,
+    art_classifier,
+    digits_batch,
+    lite0_photos,
+    log,
+    package_version,
+    render,
+    sync,
+)
 
 import trompe
 from trompe.attacks import AttackResult, Untargeted, measure
 from trompe.attacks.ddn import DDN
 from trompe.attacks.deepfool import DeepFool
 from trompe.images import quantize
-from trompe.models.digits import load_digits, train_digits_classifier
-
-#: Photos for the ImageNet table: the two bundled with trompe, then scikit-image's colour photos.
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "camera")
-_BUNDLED = {"chelsea", "coffee"}
 
 # DeepFool and DDN settings of the papers / reference implementations, for every library.
 DEEPFOOL_STEPS = 50
@@ -82,17 +87,6 @@ OVERSHOOT = 0.02
 DDN_STEPS = 100
 DDN_INIT_EPSILON = 1.0
 DDN_GAMMA = 0.05
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -108,47 +102,14 @@ class Dataset:
 
 
 def digits_dataset(count: int, device: torch.device) -> Dataset:
-    data = load_digits()
-    clf = train_digits_classifier(data, seed=0).to(device)
-    images, labels = data.test_images.to(device), data.test_labels.to(device)
-    with torch.no_grad():
-        right = clf(images).argmax(dim=1) == labels
-    index = right.nonzero().squeeze(1)[:count]
-    return Dataset(
-        f"digits CNN, {len(index)} test digits (8 x 8)", clf, images[index], labels[index]
-    )
-
-
-def _photo_path(name: str) -> Path | None:
-    if name in _BUNDLED:
-        return Path(trompe.images.example_path(name))
-    try:
-        import skimage.data
-    except ImportError:
-        return None
-    folder = Path(skimage.data.data_dir)
-    for suffix in (".png", ".jpg"):
-        if (folder / f"{name}{suffix}").is_file():
-            return folder / f"{name}{suffix}"
-    return None
+    clf, images, labels = digits_batch(count, device)
+    return Dataset(f"digits CNN, {len(images)} test digits (8 x 8)", clf, images, labels)
 
 
 def photos_dataset(count: int, device: torch.device) -> Dataset:
-    clf = trompe.load_model("efficientnet_lite0", device=str(device))
-    images, notes, missing = [], [], []
-    for name in PHOTOS[:count]:
-        path = _photo_path(name)
-        if path is None:
-            missing.append(name)
-            continue
-        image = trompe.load_image(path)[None].to(device)
-        with torch.no_grad():
-            images.append(quantize(clf.preprocess(image).clamp(0, 1)))
-    if missing:
-        notes.append(f"photos not found: {', '.join(missing)} (install scikit-image)")
-    batch = torch.cat(images)
-    with torch.no_grad():
-        labels = clf(batch).argmax(dim=1)  # untargeted: away from the model's own answer
+    # Labels: the model's own answers (untargeted: away from them).
+    clf, batch, labels, missing = lite0_photos(device, PHOTOS[:count])
+    notes = [f"photos not found: {', '.join(missing)} (install scikit-image)"] if missing else []
     name = f"EfficientNet-Lite0, {len(batch)} photos at 224 x 224"
     return Dataset(name, clf, batch, labels, notes)
 
@@ -249,21 +210,13 @@ def foolbox_ddn(ctx: Context) -> Runner:
 
 def art_deepfool(ctx: Context) -> Runner:
     from art.attacks.evasion import DeepFool as ArtDeepFool
-    from art.estimators.classification import PyTorchClassifier
 
     logging.getLogger("art").setLevel(logging.WARNING)
     state: dict[str, object] = {}
 
     def run(images: torch.Tensor, labels: torch.Tensor) -> Outcome:
         if "attack" not in state:
-            estimator = PyTorchClassifier(
-                model=ctx.clf,
-                loss=torch.nn.CrossEntropyLoss(),
-                input_shape=tuple(images.shape[1:]),
-                nb_classes=ctx.clf.num_classes,
-                clip_values=(0.0, 1.0),
-                device_type="gpu" if ctx.device.type == "cuda" else "cpu",
-            )
+            estimator = art_classifier(ctx.clf, images.shape[1:], ctx.clf.num_classes, ctx.device)
             state["attack"] = ArtDeepFool(
                 estimator,
                 max_iter=DEEPFOOL_STEPS,
@@ -350,15 +303,12 @@ class Row:
     error: str | None = None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def set_up(methods: Sequence[Method], ctx: Context, skip: Sequence[str]) -> list[Row]:
     rows = []
     for method in methods:
-        version = _version(method.package) if method.package != "trompe" else trompe.__version__
+        version = (
+            package_version(method.package) if method.package != "trompe" else trompe.__version__
+        )
         label = method.name if version == "not installed" else f"{method.name} ({version})"
         row = Row(method, label)
         if any(s.lower() in method.name.lower() or s == method.package for s in skip):
@@ -398,7 +348,7 @@ def run_rows(
             assert row.runner is not None
             if row.error is not None:
                 continue
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             try:
                 with warnings.catch_warnings():
@@ -408,7 +358,7 @@ def run_rows(
                 row.error = f"{type(error).__name__}: {error}"
                 log(f"  {row.label}: failed: {row.error}")
                 continue
-            _sync(device)
+            sync(device)
             row.seconds.append(time.perf_counter() - start)
             row.outcome = outcome
             log(f"  repeat {repeat + 1}/{repeats}  {row.label}: {row.seconds[-1]:.2f} s")
@@ -420,18 +370,6 @@ def run_rows(
 
 
 # -- tables ---------------------------------------------------------------------------------------
-
-
-def render(header: list[str], body: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body]
-        return "\n".join(lines)
-    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*cells) for cells in body]
-    return "\n".join(lines)
 
 
 def _number(value: float) -> str:
@@ -477,7 +415,7 @@ def table(rows: list[Row], markdown: bool) -> str:
                 grads,
             ]
         )
-    return render(header, body, markdown)
+    return render(header, body, markdown, rule=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,19 +52,32 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import importlib.metadata
-import platform
 import statistics
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+# benchmarks/_common.py: found because a script's own folder is first on sys.path.
+from _common import (
+    art_classifier,
+    comma_list,
+    cpu_threads,
+    device_line,
+    load_lines,
+    load_photos,
+    log,
+    package_version,
+    render,
+    require_device,
+    sync,
+    versions_line,
+)
 
 import trompe
 from trompe.attacks import PGD, AttackResult, Targeted, measure
@@ -73,9 +86,8 @@ from trompe.images import quantize
 MODEL = "efficientnet_lite0"
 CONFIDENCE = 0.99
 
-#: (photo, target class). The first two ship with trompe; the others are the colour photos of
-#: scikit-image's data folder (its drawings, textures, microscopy and telescope images are left
-#: out). All are CC0 or public domain.
+#: (photo, target class): the photos of ``_common.PHOTOS``, in its order (the first two ship
+#: with trompe, the others are the colour photos of scikit-image's data folder).
 PHOTOS: tuple[tuple[str, int], ...] = (
     ("chelsea", 951),  # cat -> lemon
     ("coffee", 144),  # cup of coffee -> pelican
@@ -84,54 +96,26 @@ PHOTOS: tuple[tuple[str, int], ...] = (
     ("motorcycle_left", 511),  # motorcycle -> convertible
     ("camera", 963),  # cameraman (grayscale photo, read as RGB) -> pizza
 )
-_BUNDLED = {"chelsea", "coffee"}
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- the batch ------------------------------------------------------------------------------------
-
-
-def _photo_path(name: str) -> Path | None:
-    if name in _BUNDLED:
-        return Path(trompe.images.example_path(name))
-    try:
-        import skimage.data
-    except ImportError:
-        return None
-    folder = Path(skimage.data.data_dir)
-    for suffix in (".png", ".jpg"):
-        if (folder / f"{name}{suffix}").is_file():
-            return folder / f"{name}{suffix}"
-    return None
 
 
 def load_batch(
     clf: trompe.Classifier, device: torch.device, limit: int | None
 ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
     """The photos at the model's input size on the 8-bit grid, their targets, names, notes."""
-    images, targets, names, notes = [], [], [], []
-    missing = []
-    for name, target in PHOTOS:
-        path = _photo_path(name)
-        if path is None:
-            missing.append(name)
-            continue
-        image = trompe.load_image(path)[None].to(device)
-        with torch.no_grad():
-            image = quantize(clf.preprocess(image).clamp(0, 1))
-        images.append(image)
-        targets.append(target)
-        names.append(name)
+    images, names, missing = load_photos(clf, [name for name, _ in PHOTOS], device)
+    notes = []
     if missing:
         notes.append(
             f"photos not found: {', '.join(missing)} (install scikit-image for its data folder)"
         )
     if limit is not None:
-        images, targets, names = images[:limit], targets[:limit], names[:limit]
-    return torch.cat(images), torch.tensor(targets, device=device), names, notes
+        images, names = images[:limit], names[:limit]
+    target_of = dict(PHOTOS)
+    targets = torch.tensor([target_of[name] for name in names], device=device)
+    return images, targets, names, notes
 
 
 # -- scoring --------------------------------------------------------------------------------------
@@ -294,17 +278,10 @@ def art_pgd(clf: trompe.Classifier, setting: Setting, batch: int) -> Runner:
     import logging
 
     from art.attacks.evasion import ProjectedGradientDescentPyTorch
-    from art.estimators.classification import PyTorchClassifier
 
     logging.getLogger("art").setLevel(logging.WARNING)
-    estimator = PyTorchClassifier(
-        model=clf,
-        loss=torch.nn.CrossEntropyLoss(),
-        input_shape=(3, *(clf.input_size or (224, 224))),
-        nb_classes=clf.num_classes,
-        clip_values=(0.0, 1.0),
-        device_type="gpu" if setting.device.type == "cuda" else "cpu",
-    )
+    shape = (3, *(clf.input_size or (224, 224)))
+    estimator = art_classifier(clf, shape, clf.num_classes, setting.device)
 
     def run(images: torch.Tensor, targets: torch.Tensor, steps: int) -> Outcome:
         _seed_global(setting.seed)
@@ -324,13 +301,6 @@ def art_pgd(clf: trompe.Classifier, setting: Setting, batch: int) -> Runner:
         return Outcome(torch.from_numpy(adversarial).to(images.device))
 
     return run
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def build_rows(
@@ -364,7 +334,8 @@ def build_rows(
     }
     skipped = {short.get(s, s) for s in skip}
     for package, name, make in peers:
-        label = f"{name} {_version(package)}" if _version(package) != "not installed" else name
+        version = package_version(package)
+        label = f"{name} {version}" if version != "not installed" else name
         if package in skipped:
             rows.append(Row(label, None, note="skipped (--skip)"))
             continue
@@ -391,11 +362,6 @@ def build_rows(
 # -- running --------------------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(
     runner: Runner,
     images: torch.Tensor,
@@ -408,10 +374,10 @@ def timed(
     clock as a second view (other processes still slow it through shared caches and memory).
     On a GPU only the wall clock means anything.
     """
-    _sync(images.device)
+    sync(images.device)
     start, start_cpu = time.perf_counter(), time.process_time()
     outcome = runner(images, targets, steps)
-    _sync(images.device)
+    sync(images.device)
     return time.perf_counter() - start, time.process_time() - start_cpu, outcome
 
 
@@ -551,18 +517,6 @@ def _steps_text(row: Row, steps: int) -> str:
     return f"{statistics.mean(taken):.1f} ({min(taken)}-{max(taken)})"
 
 
-def render(header: list[str], body: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body]
-        return "\n".join(lines)
-    widths = [max([len(h)] + [len(r[i]) for r in body]) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    lines += [fmt.format(*cells) for cells in body]
-    return "\n".join(lines)
-
-
 def main_table(rows: list[Row], batch: int, steps: int, on_cpu: bool, markdown: bool) -> str:
     floor = _find(rows, "plain loop")
     header = ["method", "steps / image", "s (median)", "min-max"]
@@ -601,7 +555,7 @@ def main_table(rows: list[Row], batch: int, steps: int, on_cpu: bool, markdown: 
             f"{row.score.max_linf:.0f}",
         ]
         body.append(cells)
-    return render(header, body, markdown)
+    return render(header, body, markdown, rule=True)
 
 
 def early_table(rows: list[Row], names: list[str], batch: int, steps: int, markdown: bool) -> str:
@@ -638,7 +592,7 @@ def early_table(rows: list[Row], names: list[str], batch: int, steps: int, markd
                 f"{int(row.score.top1.sum())}/{n}",
             ]
         )
-    return render(header, body, markdown)
+    return render(header, body, markdown, rule=True)
 
 
 def paired_ratios(row: Row, base: Row) -> tuple[list[float], list[float]]:
@@ -708,22 +662,15 @@ def aims(rows: list[Row], inter: Interleaved | None, steps: int, on_cpu: bool) -
 
 
 def environment(device: torch.device) -> list[str]:
-    lines = [
-        f"python {platform.python_version()}, torch {torch.__version__}, "
-        f"trompe {trompe.__version__}",
-        f"peers: torchattacks {_version('torchattacks')}, foolbox {_version('foolbox')} "
-        f"(eagerpy {_version('eagerpy')}), ART {_version('adversarial-robustness-toolbox')}",
+    return [
+        versions_line(),
+        f"peers: torchattacks {package_version('torchattacks')}, foolbox "
+        f"{package_version('foolbox')} (eagerpy {package_version('eagerpy')}), "
+        f"ART {package_version('adversarial-robustness-toolbox')}",
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
-        f"device: {device}"
-        + (
-            f" ({torch.cuda.get_device_name(device)})"
-            if device.type == "cuda"
-            else f" ({os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()})"
-        ),
+        device_line(device),
+        *load_lines(),
     ]
-    if hasattr(os, "getloadavg"):
-        lines.append("load average at start: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
-    return lines
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -762,16 +709,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA device")
+    require_device(parser, args.device)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    if args.device == "cpu" and args.threads > 0:
-        torch.set_num_threads(args.threads)
+    cpu_threads(args.device, args.threads)
     device = torch.device(args.device)
     warnings.filterwarnings("ignore", category=UserWarning, module="foolbox")
 
@@ -780,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     step_255 = args.step_size if args.step_size is not None else args.eps / 4
     setting = Setting(eps=args.eps / 255, step_size=step_255 / 255, steps=args.steps, device=device)
     batch = len(images)
-    skip = [s.strip().lower() for s in args.skip.split(",") if s.strip()]
+    skip = comma_list(args.skip, lower=True)
     rows = build_rows(clf, setting, batch, skip)
 
     with torch.no_grad():

@@ -53,7 +53,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import importlib.metadata
 import logging
 import math
 import platform
@@ -63,44 +62,28 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+# benchmarks/_common.py: found because a script's own folder is first on sys.path.
+from _common import (
+    PHOTOS,
+    Counting,
+    art_classifier,
+    digits_batch,
+    lite0_photos,
+    log,
+    package_version,
+    render,
+)
 from torch import nn
 
-import trompe
 from trompe.attacks import Untargeted
 from trompe.attacks.simba import SimBA
 from trompe.attacks.square import Square
-from trompe.images import quantize
 from trompe.models import Classifier
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-class Counting(nn.Module):
-    """Wraps a network and counts the images it is given."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.images = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.images += int(x.shape[0])
-        out: torch.Tensor = self.net(x)
-        return out
 
 
 @dataclass
@@ -129,49 +112,17 @@ def _counted(clf: Classifier) -> tuple[Classifier, Counting]:
 
 
 def digits_task(count: int, device: torch.device) -> Task:
-    from trompe.models.digits import load_digits, train_digits_classifier
-
-    data = load_digits()
-    clf = train_digits_classifier(data, seed=0).to(device)
-    images, labels = data.test_images.to(device), data.test_labels.to(device)
-    with torch.no_grad():
-        right = (clf(images).argmax(dim=1) == labels).nonzero().squeeze(1)[:count]
+    clf, images, labels = digits_batch(count, device)
     counted, counter = _counted(clf)
-    return Task(
-        f"digits CNN, {len(right)} test digits", counted, counter, images[right], labels[right]
-    )
-
-
-#: The bundled photos, then the colour photos of scikit-image's data folder (if installed).
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "camera")
-
-
-def _photo(name: str) -> torch.Tensor | None:
-    if name in trompe.images.EXAMPLES:
-        return trompe.load_image(trompe.example_path(name))
-    try:
-        import skimage.data
-    except ImportError:
-        return None
-    folder = Path(skimage.data.data_dir)
-    for suffix in (".png", ".jpg"):
-        if (folder / f"{name}{suffix}").is_file():
-            return trompe.load_image(folder / f"{name}{suffix}")
-    return None
+    return Task(f"digits CNN, {len(images)} test digits", counted, counter, images, labels)
 
 
 def photo_task(count: int, device: torch.device) -> Task:
     """Photos at 224 x 224 on the 8-bit grid; the true class is the model's prediction."""
-    clf = trompe.load_model("efficientnet_lite0", device=device)
-    photos = [p for p in (_photo(n) for n in PHOTOS) if p is not None][:count]
-    with torch.no_grad():
-        images = torch.cat(
-            [quantize(clf.preprocess(p[None].to(device)).clamp(0, 1)) for p in photos]
-        )
-        labels = clf(images).argmax(dim=1)
+    clf, images, labels, _ = lite0_photos(device, PHOTOS, limit=count)
     counted, counter = _counted(clf)
     return Task(
-        f"EfficientNet-Lite0, {len(photos)} photos at 224", counted, counter, images, labels
+        f"EfficientNet-Lite0, {len(images)} photos at 224", counted, counter, images, labels
     )
 
 
@@ -245,19 +196,10 @@ def torchattacks_square(task: Task, norm: str, eps: float, queries: int) -> Call
 
 
 def _art_estimator(task: Task, probabilities: bool = False) -> Any:
-    from art.estimators.classification import PyTorchClassifier
-
     model: nn.Module = task.clf
     if probabilities:  # ART's SimBA insists on probabilities
         model = nn.Sequential(task.clf, nn.Softmax(dim=1))
-    return PyTorchClassifier(
-        model=model,
-        loss=nn.CrossEntropyLoss(),
-        input_shape=tuple(task.images.shape[1:]),
-        nb_classes=task.clf.num_classes,
-        clip_values=(0.0, 1.0),
-        device_type="gpu" if task.images.device.type == "cuda" else "cpu",
-    )
+    return art_classifier(model, task.images.shape[1:], task.clf.num_classes, task.images.device)
 
 
 def art_square(task: Task, norm: str, eps: float, queries: int) -> Callable[[], Outcome]:
@@ -320,7 +262,7 @@ def art_simba(
 def _peer(
     rows: list[Row], package: str, label: str, make: Callable[[], Callable[[], Outcome]]
 ) -> None:
-    version = _version(package)
+    version = package_version(package)
     name = f"{label} {version}" if version != "not installed" else label
     try:
         rows.append(Row(name, make()))
@@ -408,19 +350,6 @@ def run_rows(task: Task, rows: list[Row], repeats: int) -> None:
             row.outcome = outcome
 
 
-def render(header: list[str], body: list[list[str]], markdown: bool) -> str:
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body]
-        return "\n".join(lines)
-    widths = [
-        max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)
-    ]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
-    return "\n".join(lines)
-
-
 def table(task: Task, title: str, norm: str, eps: float, rows: list[Row], markdown: bool) -> str:
     header = [
         "attack",
@@ -452,10 +381,11 @@ def table(task: Task, title: str, norm: str, eps: float, rows: list[Row], markdo
 
 def environment(device: torch.device) -> list[str]:
     versions = ", ".join(
-        f"{p} {_version(p)}" for p in ("torch", "torchattacks", "adversarial-robustness-toolbox")
+        f"{p} {package_version(p)}"
+        for p in ("torch", "torchattacks", "adversarial-robustness-toolbox")
     )
     return [
-        f"trompe {_version('trompe')}, {versions}",
+        f"trompe {package_version('trompe')}, {versions}",
         f"Python {platform.python_version()}, {platform.machine()}, device {device}, "
         f"{torch.get_num_threads()} torch threads",
     ]

@@ -48,10 +48,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import importlib.metadata
 import logging
 import math
-import platform
 import statistics
 import sys
 import time
@@ -61,39 +59,27 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
+
+# benchmarks/_common.py: found because a script's own folder is first on sys.path.
+from _common import (
+    Counting,
+    art_classifier,
+    comma_list,
+    cpu_threads,
+    device_line,
+    digits_batch,
+    load_lines,
+    log,
+    package_version,
+    render,
+    versions_line,
+)
 
 import trompe
 from trompe.attacks import Attack, Targeted, Untargeted, measure
 from trompe.attacks.onepixel import OnePixel
 from trompe.attacks.sparse import JSMA, PGDL0
 from trompe.images import quantize
-from trompe.models.digits import load_digits, train_digits_classifier
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-class Counting(nn.Module):
-    """Wraps a network and counts the images it is asked about (the peers' queries)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.images = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.images += int(x.shape[0])
-        out: torch.Tensor = self.model(x)
-        return out
 
 
 @dataclass
@@ -170,19 +156,6 @@ def torchattacks_jsma(
     return run
 
 
-def art_classifier(model: nn.Module, images: torch.Tensor) -> object:
-    from art.estimators.classification import PyTorchClassifier
-
-    return PyTorchClassifier(
-        model=model,
-        loss=nn.CrossEntropyLoss(),
-        input_shape=tuple(images.shape[1:]),
-        nb_classes=10,
-        clip_values=(0.0, 1.0),
-        device_type="gpu" if images.device.type == "cuda" else "cpu",
-    )
-
-
 def art_jsma(
     clf: trompe.Classifier, images: torch.Tensor, aims: torch.Tensor, k: int
 ) -> Callable[[], Outcome]:
@@ -192,7 +165,7 @@ def art_jsma(
 
     def run() -> Outcome:
         attack = SaliencyMapMethod(
-            art_classifier(clf, images),
+            art_classifier(clf, images.shape[1:], 10, images.device),
             theta=1.0,
             gamma=gamma,
             batch_size=len(images),
@@ -253,7 +226,11 @@ def art_pixel(
     def run() -> Outcome:
         counting = Counting(clf)
         attack = PixelAttack(
-            art_classifier(counting, images), th=k, es=1, max_iter=generations, verbose=False
+            art_classifier(counting, images.shape[1:], 10, images.device),
+            th=k,
+            es=1,
+            max_iter=generations,
+            verbose=False,
         )
         before = counting.images
         out = attack.generate(images.cpu().numpy(), y=labels.cpu().numpy())
@@ -308,12 +285,12 @@ def run_rows(
     return scored
 
 
-def table(scored: list[Scored], with_queries: bool) -> list[str]:
+def table(scored: list[Scored], with_queries: bool) -> str:
     head = ["attack", "pixels k", "success at k", "median L0", "seconds"]
     if with_queries:
         head.append("queries / image")
     head.append("note")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for s in sorted(scored, key=lambda s: (s.budget, s.name)):
         cells = [
             s.name,
@@ -325,8 +302,8 @@ def table(scored: list[Scored], with_queries: bool) -> list[str]:
         if with_queries:
             cells.append("-" if s.queries is None else f"{s.queries:.0f}")
         cells.append(s.note)
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        body.append(cells)
+    return render(head, body, markdown=True)
 
 
 def ints(text: str) -> list[int]:
@@ -354,23 +331,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    if args.device == "cpu" and args.threads > 0:
-        torch.set_num_threads(args.threads)
+    cpu_threads(args.device, args.threads)
     device = torch.device(args.device)
     warnings.filterwarnings("ignore")
     logging.getLogger("art").setLevel(logging.ERROR)
-    skip = [s.strip().lower() for s in args.skip.split(",") if s.strip()]
+    skip = comma_list(args.skip, lower=True)
     md = "- " if args.markdown else ""
     title = "#" if args.markdown else ""
 
     log("training the digits CNN (seed 0)")
-    data = load_digits()
-    clf = train_digits_classifier(data, seed=0).to(device)
-    with torch.no_grad():
-        right = clf(data.test_images.to(device)).argmax(dim=1) == data.test_labels.to(device)
-    index = right.nonzero().squeeze(1)[: args.digits].cpu()
-    images = data.test_images[index].to(device)
-    labels = data.test_labels[index].to(device)
+    clf, images, labels = digits_batch(args.digits, device)
     n = len(images)
     aims = (labels + 1) % 10  # what the peers' JSMA aims at in the untargeted table
     targets = (labels + 1 + torch.arange(n, device=device) % 9) % 10
@@ -379,21 +349,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = [
         f"{title}# Sparse (L0) attacks: trompe vs torchattacks, ART and Foolbox",
         "",
-        f"{md}python {platform.python_version()}, torch {torch.__version__}, trompe "
-        f"{trompe.__version__}, torchattacks {_version('torchattacks')}, ART "
-        f"{_version('adversarial-robustness-toolbox')}, Foolbox {_version('foolbox')}",
-        f"{md}device: {device}"
-        + (
-            f" ({torch.cuda.get_device_name(device)})"
-            if device.type == "cuda"
-            else f" ({os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()})"
-        ),
+        f"{md}{versions_line()}, torchattacks {package_version('torchattacks')}, ART "
+        f"{package_version('adversarial-robustness-toolbox')}, Foolbox "
+        f"{package_version('foolbox')}",
+        f"{md}{device_line(device)}",
         f"{md}digits CNN, {n} correctly classified test digits (8x8 RGB, 64 pixels); success at "
         "k: goal met and at most k pixels changed, on the output rounded to 8 bits and "
         f"re-predicted; seconds: median of {args.repeats} run(s)",
     ]
-    if hasattr(os, "getloadavg"):
-        out.append(f"{md}load average at start: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
+    out += [md + line for line in load_lines()]
 
     # 1. white box, untargeted
     budgets = ints(args.pixels)
@@ -437,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     log("untargeted, white box")
     first = run_rows(rows, clf, images, labels, False, args.repeats, skip)
-    out += ["", f"{title}## White box, untargeted", "", *table(first, False)]
+    out += ["", f"{title}## White box, untargeted", "", table(first, False)]
 
     # 2. white box, targeted
     targeted = Targeted(targets)
@@ -465,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"{title}## White box, targeted (target (label + 1 + i % 9) % 10 for digit i)",
         "",
-        *table(second, False),
+        table(second, False),
     ]
 
     # 3. scores only: the one-pixel attack
@@ -488,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{title}## Scores only, untargeted, first {len(few)} digits: differential evolution, "
         f"population 400, {g} generations",
         "",
-        *table(third, True),
+        table(third, True),
     ]
 
     out += ["", f"{md}total time {time.perf_counter() - started:.0f} s"]
