@@ -322,14 +322,14 @@ def test_bad_extra_or_model_is_refused_before_writing(result: AttackResult, tmp_
 
 def test_a_failure_midway_removes_what_was_written(tmp_path: Path) -> None:
     # Inside save_result, an error after some files were staged or moved into place.
-    from trompe.report import _all_or_nothing, _prepare_directory, _stage
+    from trompe._files import all_or_nothing, prepare_directory, stage
 
     out = tmp_path / "a" / "b"
-    created = _prepare_directory(out)
+    created = prepare_directory(out)
     assert created == [out, out.parent]
-    with pytest.raises(RuntimeError), _all_or_nothing(created) as (staged, placed):
-        staged.append(_stage(out, out / "one.png", b"1"))
-        staged.append(_stage(out, out / "two.png", b"2"))
+    with pytest.raises(RuntimeError), all_or_nothing(created) as (staged, placed):
+        staged.append(stage(out, out / "one.png", b"1"))
+        staged.append(stage(out, out / "two.png", b"2"))
         os.link(staged[0], out / "one.png")
         placed.append(out / "one.png")
         raise RuntimeError("disk full")

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import enum
 import io
@@ -31,7 +30,7 @@ import operator
 import os
 import platform
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,14 +38,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from trompe._files import (
+    all_or_nothing,
+    exists_error,
+    move_into_place,
+    prepare_directory,
+    stage,
+)
 from trompe.attacks.result import AttackResult, Norms, measure
 from trompe.errors import ImageError, InvalidArgumentError, TrompeError
 from trompe.images import (
     DEFAULT_MAX_PIXELS,
-    _create_temporary,
-    _exists,
-    _move_into_place,
-    _short_reason,
     load_image,
     quantize,
     to_pil,
@@ -775,48 +777,6 @@ def _encode_png(image: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def _stage(directory: Path, target: Path, data: bytes) -> Path:
-    """Write ``data`` to a hidden temporary file next to ``target``; the caller renames it."""
-    temporary = _create_temporary(directory, target.name)
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise ImageError(f"cannot write '{target}': {_short_reason(error)}") from None
-    return temporary
-
-
-def _prepare_directory(directory: Path) -> list[Path]:
-    """Create ``directory`` if missing; returns the directories created, deepest first."""
-    missing: list[Path] = []
-    probe = directory
-    while not probe.exists():
-        missing.append(probe)
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ImageError(
-            f"cannot create the output directory '{directory}': a part of its path is a file"
-        ) from None
-    except OSError as error:
-        raise ImageError(
-            f"cannot create the output directory '{directory}': {_short_reason(error)}"
-        ) from None
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise ImageError(
-            f"cannot write to the output directory '{directory}': permission denied; "
-            "choose another directory"
-        )
-    return missing
-
-
 def _names(batch: int) -> list[dict[str, str]]:
     if batch == 1:
         return [
@@ -854,34 +814,6 @@ def _verify(
         "success": success,
         "agrees_with_result": success == bool(result.success[index]),
     }
-
-
-@contextlib.contextmanager
-def _all_or_nothing(created_dirs: list[Path]) -> Iterator[tuple[list[Path], list[Path]]]:
-    """Yield lists of staged temporaries and of files moved into place, to undo on failure.
-
-    The staged temporaries are always removed; on failure, so are the files already moved into
-    place and the directories this call created (when empty).
-    """
-    staged: list[Path] = []
-    placed: list[Path] = []
-    failed = False
-    try:
-        yield staged, placed
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        for path in staged:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        if failed:
-            for path in placed:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            for directory in created_dirs:
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
 
 
 def save_result(
@@ -961,7 +893,7 @@ def save_result(
         if target.is_dir():
             raise ImageError(f"'{target}' is a directory; remove it or choose another out_dir")
         if not force and (target.exists() or target.is_symlink()):
-            raise _exists(target)
+            raise exists_error(target)
 
     if any(not torch.equal(quantize(image), image) for image in result.adversarial.detach()):
         warnings.warn(
@@ -972,15 +904,15 @@ def save_result(
             stacklevel=2,
         )
 
-    created_dirs = _prepare_directory(directory)
+    created_dirs = prepare_directory(directory)
     paths: dict[str, Path] = {}
     summaries: list[dict[str, Any]] = []
     moves: list[tuple[Path, Path]] = []
-    with _all_or_nothing(created_dirs) as (staged, placed):
+    with all_or_nothing(created_dirs) as (staged, placed):
         for index, image_names in enumerate(names):
             adversarial = quantize(result.adversarial[index].detach().float().cpu())
             adversarial_path = directory / image_names["adversarial"]
-            temporary = _stage(directory, adversarial_path, _encode_png(adversarial))
+            temporary = stage(directory, adversarial_path, _encode_png(adversarial))
             staged.append(temporary)
             moves.append((temporary, adversarial_path))
 
@@ -1004,7 +936,7 @@ def save_result(
                 )
 
             perturbation_path = directory / image_names["perturbation"]
-            temporary = _stage(
+            temporary = stage(
                 directory,
                 perturbation_path,
                 _encode_png(_perturbation_levels(original, read_back)),
@@ -1014,7 +946,7 @@ def save_result(
 
             report_path = directory / image_names["report"]
             figure = _render(result, index, 5, norms=norms, verified=verified)
-            temporary = _stage(directory, report_path, _png_bytes(figure))
+            temporary = stage(directory, report_path, _png_bytes(figure))
             staged.append(temporary)
             moves.append((temporary, report_path))
 
@@ -1026,12 +958,12 @@ def save_result(
 
         record: Any = summaries[0] if batch == 1 else summaries
         text = json.dumps(record, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        temporary = _stage(directory, json_path, text.encode("utf-8"))
+        temporary = stage(directory, json_path, text.encode("utf-8"))
         staged.append(temporary)
         moves.append((temporary, json_path))
         paths["json"] = json_path
 
         for temporary, target in moves:
-            _move_into_place(temporary, target, force)
+            move_into_place(temporary, target, force)
             placed.append(target)
     return paths
