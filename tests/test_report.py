@@ -13,6 +13,7 @@ import math
 import os
 from pathlib import Path
 
+import matplotlib
 import pytest
 import torch
 from PIL import Image
@@ -128,6 +129,8 @@ def test_summary_is_strict_json_with_units(result: AttackResult) -> None:
     assert json.loads(text) == summary
     assert set(summary["versions"]) >= {"trompe", "torch", "numpy", "pillow", "python"}
     assert summary["versions"]["trompe"] == trompe.__version__
+    # Named from the installed metadata, so that the record need not import matplotlib.
+    assert summary["versions"]["matplotlib"] == matplotlib.__version__
     assert summary["model"] == "efficientnet_lite0"
     assert summary["attack"] == "pgd"
     assert summary["params"]["eps"] == pytest.approx(EPS)
