@@ -13,6 +13,7 @@ import math
 import os
 from pathlib import Path
 
+import matplotlib
 import pytest
 import torch
 from PIL import Image
@@ -128,6 +129,8 @@ def test_summary_is_strict_json_with_units(result: AttackResult) -> None:
     assert json.loads(text) == summary
     assert set(summary["versions"]) >= {"trompe", "torch", "numpy", "pillow", "python"}
     assert summary["versions"]["trompe"] == trompe.__version__
+    # Named from the installed metadata, so that the record need not import matplotlib.
+    assert summary["versions"]["matplotlib"] == matplotlib.__version__
     assert summary["model"] == "efficientnet_lite0"
     assert summary["attack"] == "pgd"
     assert summary["params"]["eps"] == pytest.approx(EPS)
@@ -322,14 +325,14 @@ def test_bad_extra_or_model_is_refused_before_writing(result: AttackResult, tmp_
 
 def test_a_failure_midway_removes_what_was_written(tmp_path: Path) -> None:
     # Inside save_result, an error after some files were staged or moved into place.
-    from trompe.report import _all_or_nothing, _prepare_directory, _stage
+    from trompe._files import all_or_nothing, prepare_directory, stage
 
     out = tmp_path / "a" / "b"
-    created = _prepare_directory(out)
+    created = prepare_directory(out)
     assert created == [out, out.parent]
-    with pytest.raises(RuntimeError), _all_or_nothing(created) as (staged, placed):
-        staged.append(_stage(out, out / "one.png", b"1"))
-        staged.append(_stage(out, out / "two.png", b"2"))
+    with pytest.raises(RuntimeError), all_or_nothing(created) as (staged, placed):
+        staged.append(stage(out, out / "one.png", b"1"))
+        staged.append(stage(out, out / "two.png", b"2"))
         os.link(staged[0], out / "one.png")
         placed.append(out / "one.png")
         raise RuntimeError("disk full")

@@ -19,10 +19,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.resources
+import io
 import math
 import os
 import pathlib
-import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeAlias
@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from trompe.errors import ImageError, InvalidArgumentError, OutputExistsError, TrompeError
+from trompe._files import exists_error, move_into_place, short_reason, stage
+from trompe.errors import ImageError, InvalidArgumentError, TrompeError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -218,12 +219,6 @@ def _pillow_limit_off() -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _short_reason(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    reason = text[0] if text and text[0] else type(error).__name__
-    return reason if len(reason) <= 120 else reason[:117] + "..."
-
-
 def _load_file(path: str, max_pixels: int) -> torch.Tensor:
     shown = f"'{path}'"
     try:
@@ -235,7 +230,7 @@ def _load_file(path: str, max_pixels: int) -> torch.Tensor:
             f"cannot read {shown}: permission denied; check the permissions of its directories"
         ) from None
     except OSError as error:
-        raise ImageError(f"cannot read {shown}: {_short_reason(error)}") from None
+        raise ImageError(f"cannot read {shown}: {short_reason(error)}") from None
     if os.path.isdir(path):
         raise ImageError(f"{shown} is a directory; give an image file")
     if stat.st_size == 0:
@@ -254,7 +249,7 @@ def _load_file(path: str, max_pixels: int) -> torch.Tensor:
     except FileNotFoundError:
         raise ImageError(f"no such file: {shown}") from None
     except Exception as error:  # a plugin choking on a corrupt header
-        raise ImageError(f"{shown} is truncated or corrupt: {_short_reason(error)}") from None
+        raise ImageError(f"{shown} is truncated or corrupt: {short_reason(error)}") from None
     with opened:
         return _pil_to_tensor(opened, path, max_pixels, ImageError)
 
@@ -297,7 +292,7 @@ def _pil_to_tensor(
         raise
     except Image.DecompressionBombError as bomb:
         raise ImageError(
-            f"{shown} holds a frame larger than the image itself ({_short_reason(bomb)}); "
+            f"{shown} holds a frame larger than the image itself ({short_reason(bomb)}); "
             "it looks like a decompression bomb"
         ) from None
     except MemoryError:
@@ -306,7 +301,7 @@ def _pil_to_tensor(
             "lower max_pixels or free memory"
         ) from None
     except Exception as failure:  # Pillow reports corrupt data with many exception types
-        raise ImageError(f"{shown} is truncated or corrupt: {_short_reason(failure)}") from None
+        raise ImageError(f"{shown} is truncated or corrupt: {short_reason(failure)}") from None
     return _hwc_to_tensor(array)
 
 
@@ -602,7 +597,7 @@ def save_png(
     if target.is_dir():
         raise ImageError(f"'{target}' is a directory; give a file name ending in .png")
     if target.exists() and not force:
-        raise _exists(target)
+        raise exists_error(target)
 
     if isinstance(image, Image.Image):
         picture = image if image.mode == "RGB" else to_pil(load_image(image))
@@ -618,74 +613,19 @@ def save_png(
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ImageError(
-            f"cannot create the directory '{directory}': {_short_reason(error)}"
+            f"cannot create the directory '{directory}': {short_reason(error)}"
         ) from None
 
-    temporary = _create_temporary(directory, target.name)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    temporary = stage(directory, target, buffer.getvalue())
     try:
-        try:
-            with open(temporary, "wb") as file:
-                picture.save(file, format="PNG")
-                file.flush()
-                os.fsync(file.fileno())
-        except OSError as error:
-            raise ImageError(f"cannot write '{target}': {_short_reason(error)}") from None
-        _move_into_place(temporary, target, force)
+        move_into_place(temporary, target, force)
     finally:
         # After a successful move the temporary name is gone (or is a second hard link).
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
     return target
-
-
-def _exists(target: pathlib.Path) -> OutputExistsError:
-    return OutputExistsError(
-        f"'{target}' exists already; pass force=True (CLI: --force) to overwrite it"
-    )
-
-
-def _create_temporary(directory: pathlib.Path, name: str) -> pathlib.Path:
-    """Create an empty hidden file next to the target, with the permissions of a normal file.
-
-    ``os.open`` with mode 0o666 lets the umask decide, like ``open(path, "w")``; mkstemp would
-    leave the saved image readable by its owner only.
-    """
-    for _ in range(16):
-        temporary = directory / f".{name}.{secrets.token_hex(4)}.png.tmp"
-        try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        except PermissionError:
-            raise ImageError(
-                f"cannot write to the directory '{directory}': permission denied; "
-                "choose another output directory"
-            ) from None
-        except OSError as error:
-            raise ImageError(
-                f"cannot write to the directory '{directory}': {_short_reason(error)}"
-            ) from None
-        os.close(descriptor)
-        return temporary
-    raise ImageError(f"cannot create a temporary file in '{directory}'")  # pragma: no cover
-
-
-def _move_into_place(temporary: pathlib.Path, target: pathlib.Path, force: bool) -> None:
-    if not force:
-        # A hard link fails if the target appeared since the check above, where a rename would
-        # silently replace it. File systems without hard links fall back to check-and-rename.
-        try:
-            os.link(temporary, target)
-            return
-        except FileExistsError:
-            raise _exists(target) from None
-        except OSError:
-            if target.exists():
-                raise _exists(target) from None
-    try:
-        os.replace(temporary, target)
-    except OSError as error:
-        raise ImageError(f"cannot write '{target}': {_short_reason(error)}") from None
 
 
 # -- preprocessing -----------------------------------------------------------------------------

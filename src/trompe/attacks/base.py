@@ -15,15 +15,16 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 
 from trompe.attacks.goal import Goal
 from trompe.attacks.oracle import Oracle
-from trompe.attacks.result import AttackResult, measure
+from trompe.attacks.result import AttackResult
 from trompe.errors import AccessError, InvalidArgumentError
 from trompe.images import quantize
+from trompe.metrics import Norm, lp_norm, measure
 from trompe.models.classifier import ACCESS_LEVELS, Access, Classifier
 
 __all__ = [
@@ -36,25 +37,8 @@ __all__ = [
     "lp_norm",
 ]
 
-#: Threat models. L-inf, L2 and L1 are measured on the change in [0, 1] units (reports give
-#: 0-255 units); L0 counts the pixels (positions, any channel) that change.
-Norm = Literal["linf", "l2", "l1", "l0"]
 NORMS: tuple[Norm, ...] = ("linf", "l2")
 ALL_NORMS: tuple[Norm, ...] = ("linf", "l2", "l1", "l0")
-
-
-def lp_norm(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """The size of each change of a batch in ``norm``. Shape: (B, C, H, W) -> (B,)."""
-    flat = delta.flatten(1)
-    if norm == "linf":
-        size: torch.Tensor = flat.abs().amax(dim=1)
-    elif norm == "l2":
-        size = flat.norm(dim=1)
-    elif norm == "l1":
-        size = flat.abs().sum(dim=1)
-    else:
-        size = (delta != 0).any(dim=1).flatten(1).sum(dim=1).to(delta.dtype)
-    return size
 
 
 @dataclass(frozen=True)

@@ -11,55 +11,9 @@ import torch
 
 from trompe.attacks.goal import Goal
 from trompe.labels import Labels
+from trompe.metrics import Norms, measure
 
 __all__ = ["AttackResult", "Norms", "measure"]
-
-
-@dataclass(frozen=True)
-class Norms:
-    """Size of a perturbation per image, in 0-255 pixel levels.
-
-    Attributes:
-        linf: the largest change of one pixel channel.
-        l2: the Euclidean norm of the whole change.
-        psnr: peak signal-to-noise ratio in dB (``inf`` for no change).
-        l1: the sum of the absolute changes of all pixel channels.
-        l0: the number of pixels (positions, any channel) that changed.
-    """
-
-    linf: torch.Tensor
-    l2: torch.Tensor
-    psnr: torch.Tensor
-    l1: torch.Tensor
-    l0: torch.Tensor
-
-    def of(self, norm: str) -> torch.Tensor:
-        """The norm named ``norm`` (``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``)."""
-        if norm not in ("linf", "l2", "l1", "l0"):
-            raise ValueError(f"unknown norm {norm!r}")
-        value: torch.Tensor = getattr(self, norm)
-        return value
-
-
-def measure(original: torch.Tensor, adversarial: torch.Tensor) -> Norms:
-    """Norms of ``adversarial - original`` in 0-255 units, computed on the 8-bit values.
-
-    Both are snapped to the 8-bit grid first, so the figures are those of the saved PNGs.
-
-    Shape:
-        - Input: two (B, 3, H, W) batches in [0, 1].
-        - Output: (B,) float64 tensors.
-    """
-    a = (original.detach().double() * 255).round()
-    b = (adversarial.detach().double() * 255).round()
-    changed = (b != a).any(dim=1).flatten(1).sum(dim=1).double()
-    diff = (b - a).flatten(1)
-    linf = diff.abs().amax(dim=1) if diff.shape[1] else torch.zeros(len(diff), dtype=diff.dtype)
-    l2 = diff.norm(dim=1)
-    l1 = diff.abs().sum(dim=1)
-    mse = diff.square().mean(dim=1)
-    psnr = torch.where(mse > 0, 10 * torch.log10(255.0**2 / mse), torch.full_like(mse, math.inf))
-    return Norms(linf.cpu(), l2.cpu(), psnr.cpu(), l1.cpu(), changed.cpu())
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,0 +1,429 @@
+"""The report figure: original | adversarial | perturbation, top classes before and after.
+
+The only module of trompe that imports matplotlib, and only when a figure is drawn, with its
+non-interactive Agg canvas; pyplot's global state is never touched.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from trompe.errors import InvalidArgumentError
+from trompe.images import quantize, to_pil
+from trompe.metrics import Norms, measure
+from trompe.report._types import ResultLike
+from trompe.report.perturbation import _perturbation_levels
+from trompe.report.record import _check_index, _label, _top
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["render_report", "report_png_bytes"]
+
+_NORM_NAMES = {"linf": "L-inf", "l2": "L2", "l1": "L1", "l0": "L0"}
+
+# The report figure, in inches at _DPI dots per inch: 1500 px wide.
+_DPI = 100
+_WIDTH = 15.0
+_MARGIN = 0.3
+_GAP = 0.45
+_LABEL_WIDTH = 1.9  # room for the class names left of each bar chart
+_BAR_HEIGHT = 0.36
+_ROW_HEIGHT = 0.27  # of the numbers under the perturbation
+_BAND_HEIGHT = 1.9  # at least, for the charts and the numbers
+_MAX_NAME = 24
+_MAX_DISPLAY_SIDE = 1000  # images are shrunk to this before drawing: enough for ~460 px columns
+
+_INK = "#212529"
+_MUTED = "#6c757d"
+_BAR = "#adb5bd"
+_TARGET = "#e8590c"  # the class a targeted attack aims for
+_TRUE = "#1c7ed6"  # the class an untargeted attack moves away from
+_SUCCESS = "#2b8a3e"
+_FAILURE = "#c92a2a"
+
+
+def _describe(result: ResultLike, index: int, limit: int = _MAX_NAME) -> str:
+    """``lemon (951)`` for the figure; ``class 951`` when the result has no class names."""
+    if result.labels is None:
+        return f"class {index}"
+    return f"{_short(_label(result, index), limit)} ({index})"
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    """A number without float noise: 10.0 -> '10', 2.5 -> '2.5', 0.123456 -> '0.123'."""
+    if not math.isfinite(value):
+        return str(value)
+    return f"{round(value, digits):g}" if abs(value) < 1e6 else f"{value:.3g}"
+
+
+def _pct(prob: float) -> str:
+    percent = 100 * prob
+    if percent >= 99.95 and prob < 1:
+        return f"{percent:.2f}%"
+    if percent >= 10:
+        return f"{percent:.1f}%"
+    if percent >= 0.1:
+        return f"{percent:.2f}%"
+    if percent >= 0.001:
+        return f"{percent:.3f}%"
+    return "<0.001%" if percent > 0 else "0%"
+
+
+def _short(name: str, limit: int = _MAX_NAME) -> str:
+    return name if len(name) <= limit else name[: limit - 1].rstrip() + "\u2026"
+
+
+def _scalar_param(params: Mapping[str, Any], key: str) -> float | None:
+    value = params.get(key)
+    if isinstance(value, torch.Tensor | np.ndarray | np.generic) and np.size(value) == 1:
+        value = float(np.asarray(value.tolist()).reshape(()))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _title_parts(result: ResultLike, index: int) -> tuple[str, str, bool]:
+    parts = [result.model or "model", result.attack or "attack"]
+    norm = result.params.get("norm")
+    norm_name = _NORM_NAMES.get(str(norm).lower(), str(norm)) if norm is not None else None
+    eps = _scalar_param(result.params, "eps")
+    if eps is not None:
+        levels = _fmt(eps * 255)
+        if norm_name is None or str(norm).lower() == "linf":
+            budget = f"eps {levels}/255"
+        else:
+            budget = f"eps {levels} (0-255 scale)"
+        parts.append(f"{norm_name} {budget}" if norm_name else budget)
+    elif norm_name:
+        parts.append(norm_name)
+    goal_class = int(result.goal.classes[index])
+    described = _describe(result, goal_class, 40)
+    if result.goal.targeted:
+        goal = f"target: {described}"
+        if result.goal.confidence is not None:
+            goal += f" \u2265 {_pct(result.goal.confidence)}"
+    else:
+        goal = f"untargeted: away from {described}"
+    parts.append(goal)
+    if len(result) > 1:
+        parts.append(f"image {index + 1} of {len(result)}")
+    success = bool(result.success[index])
+    return " \u00b7 ".join(parts) + " \u00b7 ", "success" if success else "failed", success
+
+
+def _display_array(image: torch.Tensor) -> np.ndarray[Any, Any]:
+    """An (H, W, 3) uint8 array, shrunk with Lanczos when far larger than the figure shows."""
+    picture = to_pil(image.detach().cpu())
+    if max(picture.size) > _MAX_DISPLAY_SIDE:
+        picture = picture.copy()
+        picture.thumbnail((_MAX_DISPLAY_SIDE, _MAX_DISPLAY_SIDE), resample=_lanczos())
+    return np.asarray(picture)
+
+
+def _lanczos() -> Any:
+    from PIL import Image
+
+    return Image.Resampling.LANCZOS
+
+
+def _bar_chart(
+    ax: Axes,
+    result: ResultLike,
+    index: int,
+    k: int,
+    *,
+    after: bool,
+    goal_class: int,
+    goal_colour: str,
+) -> None:
+    top = _top(result, index, k, after=after)
+    names = [_describe(result, row["index"]) for row in top]
+    values = [100 * row["prob"] for row in top]
+    colours = [goal_colour if row["index"] == goal_class else _BAR for row in top]
+    positions = list(range(len(top)))
+    ax.barh(positions, values, color=colours, height=0.68)
+    ax.set_yticks(positions, names, fontsize=11, color=_INK)
+    for tick, row in zip(ax.get_yticklabels(), top, strict=True):
+        if row["index"] == goal_class:
+            tick.set_color(goal_colour)
+            tick.set_fontweight("bold")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 128)  # room right of a full bar for its percentage
+    ax.set_ylim(len(top) - 0.5, -0.5)
+    for position, value, row in zip(positions, values, top, strict=True):
+        ax.text(
+            value + 1.5,
+            position,
+            _pct(row["prob"]),
+            va="center",
+            ha="left",
+            fontsize=11,
+            color=goal_colour if row["index"] == goal_class else _INK,
+            fontweight="bold" if row["index"] == goal_class else "normal",
+        )
+    ax.set_xticks([])
+    ax.tick_params(axis="y", length=0, pad=6)
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.spines["left"].set_color(_BAR)
+    heading = "model's top classes, after" if after else "model's top classes, before"
+    ax.set_title(heading, fontsize=12, color=_MUTED, loc="left", pad=8)
+
+    goal_prob = result.class_prob(goal_class, index, after=after)
+    kind = "target" if result.goal.targeted else "true class"
+    note = f"\u25a0 {kind}: {_describe(result, goal_class)}  {_pct(goal_prob)}"
+    ax.annotate(
+        note,
+        xy=(0, 0),
+        xycoords="axes fraction",
+        xytext=(0, -10),
+        textcoords="offset points",
+        va="top",
+        ha="left",
+        fontsize=11,
+        color=goal_colour,
+    )
+
+
+def _numbers_panel(
+    ax: Axes,
+    result: ResultLike,
+    index: int,
+    norms: Norms,
+    verified: dict[str, Any] | None,
+    height: float,
+) -> None:
+    """The size of the change and the cost of the attack, as rows of name and value."""
+    ax.set_axis_off()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(
+        "size of the change and cost of the attack", fontsize=12, color=_MUTED, loc="left", pad=8
+    )
+    psnr = float(norms.psnr[0])
+    goal_class = int(result.goal.classes[index])
+    before = result.class_prob(goal_class, index, after=False)
+    after = result.class_prob(goal_class, index, after=True)
+    rows = [
+        ("L-inf (0-255 levels)", _fmt(float(norms.linf[0]), 2)),
+        ("L2 (0-255 levels)", _fmt(float(norms.l2[0]), 1)),
+        ("PSNR", f"{psnr:.1f} dB" if math.isfinite(psnr) else "\u221e (no change)"),
+        ("steps", f"{int(result.steps[index]):,}"),
+        (
+            "model calls",
+            f"{int(result.forwards[index]):,} forward \u00b7 "
+            f"{int(result.gradients[index]):,} gradient",
+        ),
+        ("time", f"{result.seconds:.2f} s" + (" (whole batch)" if len(result) > 1 else "")),
+        (
+            f"p({_short(_label(result, goal_class), 20)}) before \u2192 after",
+            f"{_pct(before)} \u2192 {_pct(after)}",
+        ),
+    ]
+    lines = len(rows) + (verified is not None)
+    step = min(_ROW_HEIGHT, height / lines) / height  # in axes fraction
+    for i, (name, value) in enumerate(rows):
+        y = 1 - (i + 0.5) * step
+        ax.text(0.0, y, name, ha="left", va="center", fontsize=12, color=_MUTED)
+        ax.text(1.0, y, value, ha="right", va="center", fontsize=12, color=_INK)
+        ax.axhline(y - step / 2, color="#e9ecef", linewidth=0.8)
+    if verified is not None:
+        agrees = bool(verified["success"]) == bool(result.success[index])
+        if agrees:
+            note = "saved PNG re-classified: same outcome"
+        else:
+            outcome = "success" if verified["success"] else "failure"
+            note = f"saved PNG re-classified: {outcome}, unlike the result"
+        mark = "\u2713" if agrees else "\u2717"
+        ax.text(
+            0.0,
+            1 - (len(rows) + 0.55) * step,
+            f"{mark} {note}",
+            ha="left",
+            va="center",
+            fontsize=11,
+            color=_SUCCESS if agrees else _FAILURE,
+        )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Positions of the report's panels in inches, from the bottom left."""
+
+    height: float
+    column: float
+    image_bottom: float
+    image_height: float
+    chart_bottom: float
+    chart_height: float
+
+    @property
+    def chart_top(self) -> float:
+        return self.chart_bottom + self.chart_height
+
+    def box(
+        self, left: float, bottom: float, width: float, height: float
+    ) -> tuple[float, float, float, float]:
+        return (left / _WIDTH, bottom / self.height, width / _WIDTH, height / self.height)
+
+
+def _layout(aspect: float, k: int) -> _Layout:
+    column = (_WIDTH - 2 * _MARGIN - 2 * _GAP) / 3
+    image_height = column * min(max(aspect, 0.3), 1.25)
+    chart_height = _BAR_HEIGHT * k
+    band = max(chart_height, _BAND_HEIGHT)
+    bottom_room = 0.7  # the goal note under the charts
+    chart_bottom = bottom_room + band - chart_height
+    image_bottom = bottom_room + band + 0.8  # the chart titles and the caption
+    height = image_bottom + image_height + 1.05  # the image titles and the title line
+    return _Layout(height, column, image_bottom, image_height, chart_bottom, chart_height)
+
+
+def _render(
+    result: ResultLike,
+    index: int,
+    k: int,
+    *,
+    norms: Norms | None = None,
+    verified: dict[str, Any] | None = None,
+) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea
+
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 20:
+        raise InvalidArgumentError(f"k must be an integer from 1 to 20, got {k!r}")
+    k = min(k, int(result.probs_after.shape[-1]))
+    original = result.original[index].detach().float().cpu()
+    adversarial = result.adversarial[index].detach().float().cpu()
+    if norms is None:
+        norms = measure(original[None], adversarial[None])
+    height, width = (int(s) for s in adversarial.shape[-2:])
+    layout = _layout(height / width, k)
+
+    figure = Figure(figsize=(_WIDTH, layout.height), dpi=_DPI, facecolor="white")
+    FigureCanvasAgg(figure)
+    goal_class = int(result.goal.classes[index])
+    goal_colour = _TARGET if result.goal.targeted else _TRUE
+
+    pictures = [
+        (quantize(original), "original"),
+        (quantize(adversarial), "adversarial"),
+        (_perturbation_levels(original, adversarial), "perturbation \u00d7 10"),
+    ]
+    for column, (picture, caption) in enumerate(pictures):
+        left = _MARGIN + column * (layout.column + _GAP)
+        ax = figure.add_axes(
+            layout.box(left, layout.image_bottom, layout.column, layout.image_height)
+        )
+        ax.imshow(_display_array(picture), interpolation="antialiased")
+        ax.set_axis_off()
+        ax.set_title(caption, fontsize=14, color=_INK, pad=8)
+    figure.text(
+        _WIDTH - _MARGIN,
+        layout.image_bottom - 0.18,
+        "grey: unchanged; brighter or darker: raised or lowered",
+        transform=figure.dpi_scale_trans,
+        ha="right",
+        va="top",
+        fontsize=10,
+        color=_MUTED,
+    )
+
+    for column, after in ((0, False), (1, True)):
+        left = _MARGIN + column * (layout.column + _GAP) + _LABEL_WIDTH
+        ax = figure.add_axes(
+            layout.box(left, layout.chart_bottom, layout.column - _LABEL_WIDTH, layout.chart_height)
+        )
+        _bar_chart(
+            ax, result, index, k, after=after, goal_class=goal_class, goal_colour=goal_colour
+        )
+
+    left = _MARGIN + 2 * (layout.column + _GAP)
+    panel_height = layout.chart_top - _MARGIN
+    ax = figure.add_axes(layout.box(left, _MARGIN, layout.column, panel_height))
+    _numbers_panel(ax, result, index, norms, verified, panel_height)
+
+    text, status, success = _title_parts(result, index)
+    title = HPacker(
+        children=[
+            TextArea(text, textprops={"fontsize": 16, "color": _INK}),
+            TextArea(
+                status,
+                textprops={
+                    "fontsize": 16,
+                    "color": _SUCCESS if success else _FAILURE,
+                    "fontweight": "bold",
+                },
+            ),
+        ],
+        pad=0,
+        sep=0,
+        align="baseline",
+    )
+    figure.add_artist(
+        AnchoredOffsetbox(
+            loc="upper center",
+            child=title,
+            frameon=False,
+            bbox_to_anchor=(0.5, 1 - 0.2 / layout.height),
+            bbox_transform=figure.transFigure,
+            borderpad=0,
+            pad=0,
+        )
+    )
+    return figure
+
+
+def render_report(result: ResultLike, index: int = 0, *, k: int = 5) -> Figure:
+    """Draw one image of a result as a figure that tells the story at a glance.
+
+    Three columns: the original, the adversarial image and the perturbation (x10 around grey).
+    Under the original and the adversarial image, the model's top ``k`` classes before and after
+    as bars in %, the goal class (the target, or the true class of an untargeted attack) in its
+    own colour. Under the perturbation, its size (L-inf and L2 in 0-255 levels, PSNR in dB),
+    the steps, model calls and time. The title line names the model, the attack, the budget,
+    the goal and the outcome. The figure is 1500 pixels wide at its own dpi (100).
+
+    It is a :class:`matplotlib.figure.Figure` on an Agg canvas, outside pyplot: save it with
+    ``figure.savefig("report.png")``.
+
+    Args:
+        result: an attack's result.
+        index: which image of the batch.
+        k: how many classes each chart shows (1 to 20).
+
+    Returns:
+        The figure.
+
+    Raises:
+        InvalidArgumentError: ``index`` or ``k`` out of range.
+
+    Example:
+        >>> render_report(result).savefig("report.png")                # doctest: +SKIP
+    """
+    return _render(result, _check_index(result, index), k)
+
+
+def _png_bytes(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI, facecolor="white")
+    return buffer.getvalue()
+
+
+def report_png_bytes(result: ResultLike, index: int = 0) -> bytes:
+    """The report of :func:`render_report` as PNG bytes (what Jupyter shows for a result).
+
+    Raises:
+        InvalidArgumentError: ``index`` out of range.
+    """
+    return _png_bytes(render_report(result, index))
