@@ -164,6 +164,8 @@ class APGD(FixedBudgetAttack):
     """
 
     name = "apgd-ce"
+    aliases = ("apgd",)
+    rank = 40
     summary = "Auto-PGD, cross-entropy, self-tuned step size (Croce & Hein 2020)"
 
     def __init__(
@@ -270,6 +272,7 @@ class APGDDLR(APGD):
     """
 
     name = "apgd-dlr"
+    rank = 50
     summary = "Auto-PGD, difference of logits ratio loss (Croce & Hein 2020)"
 
     def __init__(
@@ -328,6 +331,8 @@ class APGDT(APGD):
     """
 
     name = "apgd-t"
+    aliases = ("apgdt",)
+    rank = 60
     summary = "Auto-PGD, targeted DLR loss over the top-k other classes (Croce & Hein 2020)"
 
     def __init__(

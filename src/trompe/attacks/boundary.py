@@ -89,6 +89,8 @@ class BoundaryAttack(Attack):
     """
 
     name = "boundary"
+    family = "labels"
+    rank = 20
     summary = "decision-based, labels only: random walk on the boundary (Brendel et al. 2018)"
     norms: tuple[Norm, ...] = ("l2",)
     minimum_norm = True

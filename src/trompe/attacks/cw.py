@@ -146,6 +146,9 @@ class CarliniWagnerL2(Attack):
     """
 
     name = "cw"
+    aliases = ("carlini-wagner", "cw-l2")
+    family = "minimum-norm"
+    rank = 20
     summary = "smallest L2 change: Adam + binary search over c (Carlini & Wagner 2017)"
     norms: tuple[Norm, ...] = ("l2",)
     minimum_norm = True

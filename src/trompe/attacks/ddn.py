@@ -64,6 +64,8 @@ class DDN(Attack):
     """
 
     name = "ddn"
+    family = "minimum-norm"
+    rank = 30
     summary = "decoupled direction and norm, minimum L2 (Rony et al. 2019)"
     norms: tuple[Norm, ...] = ("l2",)
     minimum_norm = True

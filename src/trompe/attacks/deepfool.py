@@ -102,6 +102,8 @@ class DeepFool(Attack):
     """
 
     name = "deepfool"
+    family = "minimum-norm"
+    rank = 10
     summary = "nearest linearised class boundary, L2 / L-inf (Moosavi-Dezfooli et al. 2016)"
     norms: tuple[Norm, ...] = ("l2", "linf")
     supports_targeted = False

@@ -107,6 +107,9 @@ class EAD(Attack):
     """
 
     name = "ead"
+    aliases = ("elastic-net", "ead-l1")
+    family = "minimum-norm"
+    rank = 50
     summary = "smallest L1 change: elastic-net FISTA + binary search over c (Chen et al. 2018)"
     norms: tuple[Norm, ...] = ("l1",)
     minimum_norm = True

@@ -185,6 +185,8 @@ class FAB(Attack):
     """
 
     name = "fab"
+    family = "minimum-norm"
+    rank = 40
     summary = "fast adaptive boundary: projections on the linearised boundary (Croce & Hein 2020)"
     norms: tuple[Norm, ...] = ("linf", "l2", "l1")
     minimum_norm = True

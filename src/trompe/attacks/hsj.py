@@ -129,6 +129,9 @@ class HopSkipJump(Attack):
     """
 
     name = "hsj"
+    aliases = ("hopskipjump",)
+    family = "labels"
+    rank = 10
     summary = "decision-based, labels only: boundary walk (HopSkipJump, Chen et al. 2020)"
     norms: tuple[Norm, ...] = ("l2", "linf")
     minimum_norm = True

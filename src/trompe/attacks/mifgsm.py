@@ -41,6 +41,8 @@ class MIFGSM(IterativeAttack):
     """
 
     name = "mifgsm"
+    aliases = ("mi-fgsm",)
+    rank = 30
     summary = "iterative FGSM with momentum (Dong et al. 2018)"
 
     def __init__(

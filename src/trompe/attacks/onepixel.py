@@ -71,6 +71,9 @@ class OnePixel(FixedBudgetAttack):
     """
 
     name = "one-pixel"
+    aliases = ("onepixel", "pixel")
+    family = "scores"
+    rank = 30
     norms: tuple[Norm, ...] = ("l0",)
     access = "scores"
     summary = "differential evolution over a few pixels, scores only (Su et al. 2019)"

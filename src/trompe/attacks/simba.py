@@ -91,6 +91,8 @@ class SimBA(FixedBudgetAttack):
     """
 
     name = "simba"
+    family = "scores"
+    rank = 20
     summary = "one basis direction at a time, pixel or DCT, scores only (Guo et al. 2019)"
     access: ClassVar[Access] = "scores"
     norms: tuple[Norm, ...] = ("l2",)

@@ -102,6 +102,9 @@ class PGDL0(IterativeAttack):
     """
 
     name = "pgd-l0"
+    aliases = ("pgdl0",)
+    family = "sparse"
+    rank = 10
     norms: tuple[Norm, ...] = ("l0",)
     summary = "PGD over k pixels with the box-aware L0 projection (Croce & Hein 2019)"
 
@@ -189,6 +192,8 @@ class JSMA(FixedBudgetAttack):
     """
 
     name = "jsma"
+    family = "sparse"
+    rank = 20
     norms: tuple[Norm, ...] = ("l0",)
     summary = "Jacobian saliency map attack over pairs of values (Papernot et al. 2016)"
 

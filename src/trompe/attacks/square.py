@@ -81,6 +81,9 @@ class Square(FixedBudgetAttack):
     """
 
     name = "square"
+    aliases = ("square-attack",)
+    family = "scores"
+    rank = 10
     summary = "random search over squares, scores only (Andriushchenko et al. 2020)"
     access: ClassVar[Access] = "scores"
 
