@@ -38,6 +38,11 @@ FAST: dict[str, dict[str, Any]] = {
     "fgsm": {"options": {}, "eps": {"linf": 0.3, "l2": 3.0}, "rate": 0.5},
     "pgd": {"options": {"steps": 20}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
     "mifgsm": {"options": {"steps": 10}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
+    "difgsm": {
+        "options": {"steps": 10, "diversity_prob": 0.7, "min_scale": 0.7},
+        "eps": {"linf": 0.2, "l2": 2.0},
+        "rate": 0.8,
+    },
     "cw": {
         "options": {"steps": 60, "binary_search_steps": 1},
         "targeted": {"steps": 200, "binary_search_steps": 1},

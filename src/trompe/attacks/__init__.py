@@ -19,6 +19,7 @@ from trompe.attacks.boundary import BoundaryAttack
 from trompe.attacks.cw import CarliniWagnerL2
 from trompe.attacks.ddn import DDN
 from trompe.attacks.deepfool import DeepFool
+from trompe.attacks.difgsm import DIFGSM
 from trompe.attacks.ead import EAD
 from trompe.attacks.fab import FAB
 from trompe.attacks.fgsm import FGSM
@@ -44,6 +45,7 @@ __all__ = [
     "ATTACKS",
     "DDN",
     "DEFAULT_TARGET_CONFIDENCE",
+    "DIFGSM",
     "EAD",
     "FAB",
     "FGSM",

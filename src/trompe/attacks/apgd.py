@@ -41,7 +41,7 @@ gradient computed there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -164,7 +164,7 @@ class APGD(FixedBudgetAttack):
     """
 
     name = "apgd-ce"
-    aliases = ("apgd",)
+    aliases: ClassVar[tuple[str, ...]] = ("apgd",)
     rank = 40
     summary = "Auto-PGD, cross-entropy, self-tuned step size (Croce & Hein 2020)"
 
@@ -331,7 +331,7 @@ class APGDT(APGD):
     """
 
     name = "apgd-t"
-    aliases = ("apgdt",)
+    aliases: ClassVar[tuple[str, ...]] = ("apgdt",)
     rank = 60
     summary = "Auto-PGD, targeted DLR loss over the top-k other classes (Croce & Hein 2020)"
 

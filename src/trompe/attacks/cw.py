@@ -53,6 +53,7 @@ it (0.2-1). It does not always pay: on EfficientNet-Lite0, the cat photo to "lem
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
@@ -146,7 +147,7 @@ class CarliniWagnerL2(Attack):
     """
 
     name = "cw"
-    aliases = ("carlini-wagner", "cw-l2")
+    aliases: ClassVar[tuple[str, ...]] = ("carlini-wagner", "cw-l2")
     family = "minimum-norm"
     rank = 20
     summary = "smallest L2 change: Adam + binary search over c (Carlini & Wagner 2017)"

@@ -48,7 +48,7 @@ give sparser changes partly because the threshold does not scale with the step s
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -107,7 +107,7 @@ class EAD(Attack):
     """
 
     name = "ead"
-    aliases = ("elastic-net", "ead-l1")
+    aliases: ClassVar[tuple[str, ...]] = ("elastic-net", "ead-l1")
     family = "minimum-norm"
     rank = 50
     summary = "smallest L1 change: elastic-net FISTA + binary search over c (Chen et al. 2018)"

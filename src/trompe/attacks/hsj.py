@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 
@@ -129,7 +129,7 @@ class HopSkipJump(Attack):
     """
 
     name = "hsj"
-    aliases = ("hopskipjump",)
+    aliases: ClassVar[tuple[str, ...]] = ("hopskipjump",)
     family = "labels"
     rank = 10
     summary = "decision-based, labels only: boundary walk (HopSkipJump, Chen et al. 2020)"

@@ -28,6 +28,7 @@ whole generation (the query count is exact: it is what the model was asked).
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
@@ -71,7 +72,7 @@ class OnePixel(FixedBudgetAttack):
     """
 
     name = "one-pixel"
-    aliases = ("onepixel", "pixel")
+    aliases: ClassVar[tuple[str, ...]] = ("onepixel", "pixel")
     family = "scores"
     rank = 30
     norms: tuple[Norm, ...] = ("l0",)

@@ -28,7 +28,7 @@ the search, and repeats until the model predicts the target or the pixel budget 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -102,7 +102,7 @@ class PGDL0(IterativeAttack):
     """
 
     name = "pgd-l0"
-    aliases = ("pgdl0",)
+    aliases: ClassVar[tuple[str, ...]] = ("pgdl0",)
     family = "sparse"
     rank = 10
     norms: tuple[Norm, ...] = ("l0",)

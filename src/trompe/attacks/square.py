@@ -81,7 +81,7 @@ class Square(FixedBudgetAttack):
     """
 
     name = "square"
-    aliases = ("square-attack",)
+    aliases: ClassVar[tuple[str, ...]] = ("square-attack",)
     family = "scores"
     rank = 10
     summary = "random search over squares, scores only (Andriushchenko et al. 2020)"
