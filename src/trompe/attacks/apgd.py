@@ -54,9 +54,9 @@ from trompe.attacks.base import (
     _check_positive,
     _l2_normalise,
     _seen_pixels,
-    _Tracker,
 )
 from trompe.attacks.goal import Goal
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.models.classifier import Classifier
 
@@ -247,7 +247,7 @@ class APGD(FixedBudgetAttack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         self._check_classes(model.num_classes, goal.targeted)
         runner = _Runner(self, model, images, goal, progress, self.restarts)
         everyone = torch.arange(len(images), device=images.device)
@@ -371,7 +371,7 @@ class APGDT(APGD):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         self._check_classes(model.num_classes, targeted_dlr=True)
         if goal.targeted:
             return super()._run(model, images, goal, progress)
@@ -419,7 +419,7 @@ class _Runner:
         self.images = images
         self.goal = goal
         self.progress = progress
-        self.tracker = _Tracker(images, goal, attack.early_stop)
+        self.tracker = Tracker(images, goal, attack.early_stop)
         self.generator = attack._generator(images.device)
         self.seen = _seen_pixels(model, images) if attack.random_start else None
         self.total = attack.steps * runs
@@ -545,6 +545,6 @@ class _Runner:
                     Progress(self.steps_done, self.total, done, len(self.images), tracker.goal_prob)
                 )
 
-    def finish(self) -> _Tracker:
+    def finish(self) -> Tracker:
         self.tracker.finish(self.round_fn, self.tracker.best)
         return self.tracker

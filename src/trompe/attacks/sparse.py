@@ -38,9 +38,9 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
-    _Tracker,
 )
 from trompe.attacks.goal import Goal
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.images import quantize
 from trompe.models.classifier import Classifier
@@ -234,10 +234,10 @@ class JSMA(FixedBudgetAttack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         # Without early stopping in the tracker: every iterate here is on the 8-bit grid, so
         # the evaluation that gives the gradients is the honest check, done below.
-        tracker = _Tracker(images, goal, early_stop=False)
+        tracker = Tracker(images, goal, early_stop=False)
         batch, channels, height, width = images.shape
         n = channels * height * width
         device = images.device
