@@ -3,6 +3,7 @@ checks of what an attack returns: a broken attack raises, it never passes as a s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -209,3 +210,39 @@ def test_info_of_an_unregistered_class_still_creates_it() -> None:
     info = AttackInfo.of(_Broken)
     attack = info.create(eps=0.1, spoil="none")
     assert isinstance(attack, _Broken) and isinstance(attack, Attack)
+
+
+# -- the guide's example attack, run as written ------------------------------------------------
+
+
+def _guide_example() -> type[Attack]:
+    guide = Path(__file__).parents[1] / "docs" / "adding-an-attack.md"
+    text = guide.read_text(encoding="utf-8")
+    start = text.index("```python\n# attacks/randomsigns.py\n") + len("```python\n")
+    code = text[start : text.index("```", start)]
+    # Defined here as a test double: it must not join the registry of the whole session.
+    code = code.replace("(FixedBudgetAttack):", "(FixedBudgetAttack, register=False):")
+    namespace: dict[str, Any] = {"__name__": "guide_example"}
+    exec(compile(code, str(guide), "exec"), namespace)
+    cls: type[Attack] = namespace["RandomSigns"]
+    return cls
+
+
+def test_the_guides_example_attack_keeps_the_contract(
+    digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    cls = _guide_example()
+    assert "random-signs" not in ATTACKS
+    info = AttackInfo.of(cls)
+    assert (info.family, info.access, info.aliases) == ("scores", "scores", ("random",))
+    assert [o.name for o in info.options()] == ["queries", "seed"]
+    assert all(o.help for o in info.options())
+    images, labels = digits_batch[0][:16], digits_batch[1][:16]
+    attack = info.create(eps=0.3, queries=50)
+    result = attack(digits_clf.with_access("scores"), images, Untargeted(labels))
+    assert (result.norms.linf <= 0.3 * 255 + 1e-4).all()
+    assert int(result.queries.sum()) == int(result.forwards.sum()) - 2 * len(images)
+    assert bool(result.success.any())
+    with torch.no_grad():
+        again = digits_clf(result.adversarial).argmax(dim=1) != labels
+    assert torch.equal(result.success, again)
