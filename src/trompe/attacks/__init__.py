@@ -23,6 +23,7 @@ from trompe.attacks.difgsm import DIFGSM
 from trompe.attacks.ead import EAD
 from trompe.attacks.fab import FAB
 from trompe.attacks.fgsm import FGSM
+from trompe.attacks.fmn import FMN
 from trompe.attacks.goal import DEFAULT_TARGET_CONFIDENCE, Goal, Targeted, Untargeted
 from trompe.attacks.hsj import HopSkipJump
 from trompe.attacks.mifgsm import MIFGSM
@@ -49,6 +50,7 @@ __all__ = [
     "EAD",
     "FAB",
     "FGSM",
+    "FMN",
     "JSMA",
     "MIFGSM",
     "PGD",
