@@ -35,7 +35,13 @@ __all__ = [
     "Progress",
     "ProgressCallback",
     "Tracker",
+    "check_norm",
+    "check_positive",
+    "l1_normalise",
+    "l2_normalise",
     "lp_norm",
+    "project_l0",
+    "project_l1",
 ]
 
 #: Threat models. L-inf, L2 and L1 are measured on the change in [0, 1] units (reports give
@@ -640,3 +646,11 @@ def project_l0(delta: torch.Tensor, pixels: int) -> torch.Tensor:
     keep = torch.zeros_like(strength, dtype=torch.bool).scatter_(1, keep_index, True)
     out: torch.Tensor = delta * keep.view(delta.shape[0], 1, *delta.shape[2:])
     return out
+
+
+# Public names of the helpers that attack modules share (the underscored ones stay for the
+# modules that import them so; new attacks use these).
+check_positive = _check_positive
+check_norm = _check_norm
+l1_normalise = _l1_normalise
+l2_normalise = _l2_normalise

@@ -27,7 +27,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from trompe.attacks.base import Norm, _check_positive
+from trompe.attacks.base import Norm, check_positive
 from trompe.attacks.goal import Goal
 from trompe.attacks.mifgsm import MIFGSM
 from trompe.errors import InvalidArgumentError
@@ -136,7 +136,7 @@ class DIFGSM(MIFGSM):
             raise InvalidArgumentError(
                 f"diversity_prob is a probability, between 0 and 1, got {diversity_prob!r}"
             )
-        _check_positive("min_scale", min_scale)
+        check_positive("min_scale", min_scale)
         if min_scale > 1:
             raise InvalidArgumentError(f"min_scale must be at most 1, got {min_scale}")
         self.diversity_prob = float(diversity_prob)

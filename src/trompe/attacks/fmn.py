@@ -30,7 +30,7 @@ import math
 
 import torch
 
-from trompe.attacks.base import Attack, Norm, ProgressCallback, _check_norm, _check_positive
+from trompe.attacks.base import Attack, Norm, ProgressCallback, check_norm, check_positive
 from trompe.attacks.goal import Goal
 from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
@@ -80,20 +80,20 @@ class FMN(Attack):
         gamma: float = 0.05,
         min_gamma: float = 0.001,
     ) -> None:
-        _check_norm(self, norm)
-        _check_positive("steps", steps, integer=True)
+        check_norm(self, norm)
+        check_positive("steps", steps, integer=True)
         if step_size is None:
             step_size = 1.0 if norm == "l2" else 0.1
-        _check_positive("step_size", step_size)
+        check_positive("step_size", step_size)
         if min_step_size is None:
             min_step_size = step_size / 100
-        _check_positive("min_step_size", min_step_size)
+        check_positive("min_step_size", min_step_size)
         if min_step_size > step_size:
             raise InvalidArgumentError(
                 f"min_step_size ({min_step_size}) must not exceed step_size ({step_size})"
             )
         for label, value in (("gamma", gamma), ("min_gamma", min_gamma)):
-            _check_positive(label, value)
+            check_positive(label, value)
             if value >= 1:
                 raise InvalidArgumentError(f"{label} must be between 0 and 1, got {value}")
         if min_gamma > gamma:

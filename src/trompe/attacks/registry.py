@@ -125,9 +125,11 @@ class AttackInfo:
                 attack without a default, a threat model the attack lacks, or a bad option.
 
         Example:
-            >>> get_attack("cw").create(steps=50)              # no budget: it finds the smallest
-            CarliniWagnerL2(...)                                  # doctest: +SKIP
-            >>> get_attack("pgd").create(eps=8 / 255, norm="linf", steps=20)  # doctest: +SKIP
+            >>> cw = get_attack("cw").create(steps=50)  # minimum norm: no budget
+            >>> type(cw).__name__, cw.norm, cw.steps
+            ('CarliniWagnerL2', 'l2', 50)
+            >>> get_attack("pgd").create(eps=8 / 255, norm="l2", steps=20).norm
+            'l2'
         """
         norm = norm or self.norms[0]
         if self.minimum_norm:
