@@ -17,6 +17,7 @@ from trompe.attacks import (
     AttackInfo,
     CarliniWagnerL2,
     Goal,
+    MinimalEps,
     OnePixel,
     Tracker,
     Untargeted,
@@ -246,3 +247,12 @@ def test_the_guides_example_attack_keeps_the_contract(
     with torch.no_grad():
         again = digits_clf(result.adversarial).argmax(dim=1) != labels
     assert torch.equal(result.success, again)
+
+
+def test_the_budget_is_checked_inside_the_smallest_budget_search(
+    digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    images, labels = digits_batch[0][:2], digits_batch[1][:2]
+    search = MinimalEps(_Broken, max_eps=0.2, spoil="budget")  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="left its budget"):
+        search(digits_clf, images, Untargeted(labels))

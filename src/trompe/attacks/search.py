@@ -105,6 +105,7 @@ class MinimalEps(Attack):
                     break
                 inner = self.attack(eps=eps, norm=self.norm, **self.options)
                 result = inner._run(model, image, sub_goal, None)
+                inner._check_output(image, result.adversarial)  # as __call__ would
                 tracker.forwards[i] += int(result.forwards.sum())
                 tracker.gradients[i] += int(result.gradients.sum())
                 tracker.steps[i] += int(result.steps.sum())
