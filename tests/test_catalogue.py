@@ -16,7 +16,16 @@ import pytest
 import torch
 from torch import nn
 
-from trompe.attacks import ATTACKS, Attack, AttackInfo, Targeted, Untargeted, get_attack, sweep
+from trompe.attacks import (
+    ATTACKS,
+    Attack,
+    AttackInfo,
+    Norm,
+    Targeted,
+    Untargeted,
+    get_attack,
+    sweep,
+)
 from trompe.attacks._options import attack_options
 from trompe.errors import AccessError, InvalidArgumentError
 from trompe.models import Classifier
@@ -29,6 +38,11 @@ FAST: dict[str, dict[str, Any]] = {
     "fgsm": {"options": {}, "eps": {"linf": 0.3, "l2": 3.0}, "rate": 0.5},
     "pgd": {"options": {"steps": 20}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
     "mifgsm": {"options": {"steps": 10}, "eps": {"linf": 0.2, "l2": 2.0}, "rate": 0.8},
+    "difgsm": {
+        "options": {"steps": 10, "diversity_prob": 0.7, "min_scale": 0.7},
+        "eps": {"linf": 0.2, "l2": 2.0},
+        "rate": 0.8,
+    },
     "cw": {
         "options": {"steps": 60, "binary_search_steps": 1},
         "targeted": {"steps": 200, "binary_search_steps": 1},
@@ -44,6 +58,7 @@ FAST: dict[str, dict[str, Any]] = {
     "deepfool": {"options": {"steps": 10}, "rate": 0.9},
     "ddn": {"options": {"steps": 20}, "targeted": {"steps": 30}, "rate": 0.9},
     "fab": {"options": {"steps": 10}, "rate": 0.9},
+    "fmn": {"options": {"steps": 20}, "rate": 0.9},
     "ead": {"options": {"steps": 50, "c": 1.0, "binary_search_steps": 1}, "rate": 0.8},
     "pgd-l0": {"options": {"steps": 20, "restarts": 1}, "eps": {"l0": 10}, "rate": 0.5},
     "jsma": {"options": {}, "eps": {"l0": 10}, "rate": 0.5},
@@ -68,20 +83,15 @@ FAST: dict[str, dict[str, Any]] = {
 BATCH = 8
 
 
-def _build(info: AttackInfo, norm: str, **extra: Any) -> Attack:
+def _build(info: AttackInfo, norm: Norm, **extra: Any) -> Attack:
     settings = FAST[info.name]
     options = {**settings["options"], **extra}
-    if info.minimum_norm:
-        if "norm" in _params(info.cls):
-            options["norm"] = norm
-        return info.cls(**options)
-    return info.cls(eps=settings["eps"][norm], norm=norm, **options)
+    eps = None if info.minimum_norm else settings["eps"][norm]
+    return info.create(eps=eps, norm=norm, **options)
 
 
-def _params(cls: type) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(cls.__init__).parameters)
+def _seeded(info: AttackInfo) -> dict[str, int]:
+    return {"seed": 3} if any(o.name == "seed" for o in info.options()) else {}
 
 
 def _model_for(info: AttackInfo, clf: Classifier) -> Classifier:
@@ -131,14 +141,14 @@ def _counting_clf(digits_clf: Classifier, access: str = "gradients") -> Classifi
 
 @pytest.mark.parametrize(("name", "norm"), _cases())
 def test_untargeted_properties(
-    name: str, norm: str, digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+    name: str, norm: Norm, digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     info = ATTACKS[name]
     images, labels = digits_batch[0][:BATCH], digits_batch[1][:BATCH].clone()
     # The last two images already meet the goal: their "true class" is not what the model says.
     labels[-2:] = (labels[-2:] + 1) % 10
     clf = _counting_clf(digits_clf, info.access)
-    attack = _build(info, norm, seed=3) if "seed" in _params(info.cls) else _build(info, norm)
+    attack = _build(info, norm, **_seeded(info))
     result = attack(clf, images, Untargeted(labels))
 
     adv = result.adversarial
@@ -170,7 +180,7 @@ def test_untargeted_properties(
     assert not clf.training and not any(p.requires_grad for p in clf.parameters())
 
     # Same seed, same images.
-    attack2 = _build(info, norm, seed=3) if "seed" in _params(info.cls) else _build(info, norm)
+    attack2 = _build(info, norm, **_seeded(info))
     assert torch.equal(attack2(clf, images, Untargeted(labels)).adversarial, adv)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Sequence
 from typing import Any, Literal, cast, overload
@@ -219,25 +218,17 @@ def attack(
             raise InvalidArgumentError(
                 f"attack {info.name!r} finds the smallest change by itself; it takes no eps"
             )
-        if norm not in info.norms:
-            raise InvalidArgumentError(
-                f"attack {info.name!r} supports the {', '.join(info.norms)} threat model, "
-                f"not {norm!r}"
-            )
-        if "norm" in inspect.signature(info.cls.__init__).parameters:
-            options = {**options, "norm": norm}
-        runner: Attack = info.cls(**options)
+        runner: Attack = info.create(norm=norm, **options)
     else:
-        default = inspect.signature(info.cls.__init__).parameters["eps"].default
         if eps is not None:
             budget = eps
-        elif default is not inspect.Parameter.empty:
-            budget = default  # the attack's own (one-pixel: 1 pixel)
+        elif info.default_eps is not None:
+            budget = info.default_eps  # the attack's own (one-pixel: 1 pixel)
         else:
             budget = default_eps(norm)
-        fixed = cast(type[FixedBudgetAttack], info.cls)
         if min_eps:
+            fixed = cast(type[FixedBudgetAttack], info.cls)
             runner = MinimalEps(fixed, max_eps=budget, norm=norm, **options)
         else:
-            runner = fixed(eps=budget, norm=norm, **options)
+            runner = info.create(eps=budget, norm=norm, **options)
     return runner(clf, images, goal, progress=progress)

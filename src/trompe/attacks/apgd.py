@@ -41,7 +41,7 @@ gradient computed there.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -54,9 +54,9 @@ from trompe.attacks.base import (
     _check_positive,
     _l2_normalise,
     _seen_pixels,
-    _Tracker,
 )
 from trompe.attacks.goal import Goal
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.models.classifier import Classifier
 
@@ -164,6 +164,8 @@ class APGD(FixedBudgetAttack):
     """
 
     name = "apgd-ce"
+    aliases: ClassVar[tuple[str, ...]] = ("apgd",)
+    rank = 40
     summary = "Auto-PGD, cross-entropy, self-tuned step size (Croce & Hein 2020)"
 
     def __init__(
@@ -245,7 +247,7 @@ class APGD(FixedBudgetAttack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         self._check_classes(model.num_classes, goal.targeted)
         runner = _Runner(self, model, images, goal, progress, self.restarts)
         everyone = torch.arange(len(images), device=images.device)
@@ -270,6 +272,7 @@ class APGDDLR(APGD):
     """
 
     name = "apgd-dlr"
+    rank = 50
     summary = "Auto-PGD, difference of logits ratio loss (Croce & Hein 2020)"
 
     def __init__(
@@ -328,6 +331,8 @@ class APGDT(APGD):
     """
 
     name = "apgd-t"
+    aliases: ClassVar[tuple[str, ...]] = ("apgdt",)
+    rank = 60
     summary = "Auto-PGD, targeted DLR loss over the top-k other classes (Croce & Hein 2020)"
 
     def __init__(
@@ -366,7 +371,7 @@ class APGDT(APGD):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         self._check_classes(model.num_classes, targeted_dlr=True)
         if goal.targeted:
             return super()._run(model, images, goal, progress)
@@ -414,7 +419,7 @@ class _Runner:
         self.images = images
         self.goal = goal
         self.progress = progress
-        self.tracker = _Tracker(images, goal, attack.early_stop)
+        self.tracker = Tracker(images, goal, attack.early_stop)
         self.generator = attack._generator(images.device)
         self.seen = _seen_pixels(model, images) if attack.random_start else None
         self.total = attack.steps * runs
@@ -540,6 +545,6 @@ class _Runner:
                     Progress(self.steps_done, self.total, done, len(self.images), tracker.goal_prob)
                 )
 
-    def finish(self) -> _Tracker:
+    def finish(self) -> Tracker:
         self.tracker.finish(self.round_fn, self.tracker.best)
         return self.tracker

@@ -13,15 +13,16 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from trompe.attacks.goal import Goal
 from trompe.attacks.oracle import Oracle
+from trompe.attacks.registry import Family
+from trompe.attacks.registry import register as _register
 from trompe.attacks.result import AttackResult
+from trompe.attacks.tracker import Progress, ProgressCallback, Tracker
 from trompe.errors import AccessError, InvalidArgumentError
 from trompe.images import quantize
 from trompe.metrics import Norm, lp_norm, measure
@@ -34,34 +35,18 @@ __all__ = [
     "Norm",
     "Progress",
     "ProgressCallback",
+    "Tracker",
+    "check_norm",
+    "check_positive",
+    "l1_normalise",
+    "l2_normalise",
     "lp_norm",
+    "project_l0",
+    "project_l1",
 ]
 
 NORMS: tuple[Norm, ...] = ("linf", "l2")
 ALL_NORMS: tuple[Norm, ...] = ("linf", "l2", "l1", "l0")
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What an attack reports after each step, for progress bars.
-
-    Attributes:
-        step: steps done so far.
-        steps: the step budget.
-        done: images whose goal is met (on their 8-bit version).
-        total: images in the batch.
-        goal_prob: probability of the goal class of the first image still running (the target,
-            or for an untargeted goal the true class), or of the first image if all are done.
-    """
-
-    step: int
-    steps: int
-    done: int
-    total: int
-    goal_prob: float
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
@@ -71,98 +56,29 @@ def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
         raise InvalidArgumentError(f"{name} must be {kind} above 0, got {value!r}")
 
 
-class _Tracker:
-    """Per-image bookkeeping shared by the iterative attacks.
-
-    Holds, per image: whether the goal is met on the 8-bit image (then that image is frozen in
-    ``adversarial`` and, with early stopping, leaves the batch), the float iterate with the
-    best goal margin so far (the fallback for images that never make it), and counters of
-    steps, forward and backward passes.
-    """
-
-    def __init__(self, images: torch.Tensor, goal: Goal, early_stop: bool) -> None:
-        batch = images.shape[0]
-        device = images.device
-        self.goal = goal
-        self.early_stop = early_stop
-        self.adversarial = images.clone()
-        self.best = images.clone()
-        self.best_margin = torch.full((batch,), -math.inf, device=device)
-        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
-        self.steps = torch.zeros(batch, dtype=torch.long)
-        self.forwards = torch.zeros(batch, dtype=torch.long)
-        self.gradients = torch.zeros(batch, dtype=torch.long)
-        self.goal_prob = math.nan
-
-    def active(self) -> torch.Tensor:
-        """Indices of the images still running."""
-        if not self.early_stop:
-            return torch.arange(self.done.shape[0], device=self.done.device)
-        return (~self.done).nonzero().squeeze(1)
-
-    def count(self, index: torch.Tensor, *, forwards: int = 1, gradients: int = 0) -> None:
-        cpu = index.cpu()
-        self.forwards[cpu] += forwards
-        self.gradients[cpu] += gradients
-        self.steps[cpu] += gradients
-
-    def observe(
-        self,
-        model: Classifier,
-        index: torch.Tensor,
-        candidates: torch.Tensor,
-        logits: torch.Tensor,
-        round_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    ) -> None:
-        """Record the float iterates ``candidates`` of images ``index`` and their ``logits``.
-
-        Keeps the best iterate per image, and with early stopping checks the goal on the 8-bit
-        version of the iterates whose float logits meet it: one extra forward pass for those
-        images only. ``round_fn(x, index)`` rounds iterates into the budget.
-        """
-        goal = self.goal.subset(index)
-        with torch.no_grad():
-            logits = logits.detach()
-            candidates = candidates.detach()
-            if len(index):
-                prob = logits[:1].softmax(dim=1)[0, goal.classes[0]]
-                self.goal_prob = float(prob)
-            margin = goal.margin(logits)
-            better = margin > self.best_margin[index]
-            self.best_margin[index[better]] = margin[better]
-            self.best[index[better]] = candidates[better]
-            if not self.early_stop:
-                return
-            hopeful = (margin > 0).nonzero().squeeze(1)
-            if not len(hopeful):
-                return
-            chosen = index[hopeful]
-            rounded = round_fn(candidates[hopeful], chosen)
-            met = goal.subset(hopeful).met(model(rounded))
-            self.count(chosen)
-            self.done[chosen[met]] = True
-            self.adversarial[chosen[met]] = rounded[met]
-
-    def finish(
-        self,
-        round_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        fallback: torch.Tensor,
-    ) -> None:
-        """Round ``fallback`` (best or last iterates) into ``adversarial`` for images not done."""
-        pending = (~self.done).nonzero().squeeze(1)
-        if len(pending):
-            self.adversarial[pending] = round_fn(fallback[pending], pending)
+#: The name ``IterativeAttack._run`` used before the tracker had its own module.
+_Tracker = Tracker
 
 
 class Attack(ABC):
     """Base class of every attack.
 
     Subclasses set the class attributes below, take their hyper-parameters as keyword-only
-    arguments in ``__init__``, and implement :meth:`_run`.
+    arguments in ``__init__``, and implement :meth:`_run`. A concrete subclass that sets its
+    own ``name`` registers itself in :mod:`trompe.attacks.registry` when it is defined; pass
+    ``register=False`` in the class statement to opt out (``class Mine(PGD, register=False)``).
+    See ``docs/adding-an-attack.md``.
     """
 
     #: Registry key, kebab-case (``pgd``, ``mifgsm``).
     name: str
+    #: Other names the registry accepts (``mi-fgsm``); not inherited by subclasses.
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: The group ``trompe attacks`` lists it in: ``"gradient"`` (fixed budget),
+    #: ``"minimum-norm"``, ``"sparse"``, ``"scores"`` or ``"labels"``.
+    family: ClassVar[Family] = "gradient"
+    #: Its place within the family in listings, lower first.
+    rank: ClassVar[int] = 100
     #: The threat models the attack supports.
     norms: tuple[Norm, ...] = NORMS
     #: Whether the attack accepts a :class:`~trompe.attacks.goal.Targeted` goal.
@@ -177,6 +93,11 @@ class Attack(ABC):
 
     norm: Norm
     seed: int | None
+
+    def __init_subclass__(cls, *, register: bool = True, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if register and "name" in cls.__dict__ and not _has_abstract_methods(cls):
+            _register(cls)
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters, JSON-ready, for reports."""
@@ -284,6 +205,7 @@ class Attack(ABC):
                 oracle = None if self.access == "gradients" else Oracle(model, self.access)
                 target = model if oracle is None else oracle
                 tracker = self._run(target, images[todo], goal.subset(todo), progress)
+                self._check_output(images[todo], tracker.adversarial)
                 if oracle is not None and oracle.queries != int(tracker.forwards.sum()):
                     raise RuntimeError(
                         f"attack {self.name!r} counted {int(tracker.forwards.sum())} queries "
@@ -321,6 +243,22 @@ class Attack(ABC):
             labels=model._labels,
         )
 
+    def _check_output(self, images: torch.Tensor, adversarial: torch.Tensor) -> None:
+        """Raise if ``_run`` returned images outside [0, 1]: a bug, never a success.
+
+        :class:`FixedBudgetAttack` also checks the 8-bit grid and the budget.
+        """
+        if adversarial.shape != images.shape:
+            raise RuntimeError(
+                f"attack {self.name!r} returned images of shape {tuple(adversarial.shape)} for "
+                f"{tuple(images.shape)}: a bug in the attack, please report it"
+            )
+        if adversarial.numel() and (adversarial.min() < 0 or adversarial.max() > 1):
+            raise RuntimeError(
+                f"attack {self.name!r} returned values outside [0, 1]: a bug in the attack, "
+                "please report it"
+            )
+
     @abstractmethod
     def _run(
         self,
@@ -328,7 +266,7 @@ class Attack(ABC):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         """Search the adversarial images; return the tracker holding them (8-bit, in budget).
 
         ``model`` is the :class:`~trompe.models.classifier.Classifier` for gradient attacks and
@@ -363,6 +301,40 @@ class FixedBudgetAttack(Attack):
         self.norm = norm
 
     # -- the threat model ----------------------------------------------------------------------
+
+    def _check_output(self, images: torch.Tensor, adversarial: torch.Tensor) -> None:
+        """Raise if ``_run`` left [0, 1], the 8-bit grid or the budget: a bug, never a success.
+
+        Measured in 0-255 units (L0: pixels whose 8-bit value changed), with a slack of 1e-3
+        for float error. An original off the 8-bit grid (a resized tensor) cannot be matched
+        exactly by 8-bit values; its own rounding error is added to the budget then.
+        """
+        super()._check_output(images, adversarial)
+        if not adversarial.numel():
+            return
+        with torch.no_grad():
+            levels = adversarial * 255
+            if bool(((levels - levels.round()).abs() > 1e-3).any()):
+                raise RuntimeError(
+                    f"attack {self.name!r} returned images off the 8-bit grid: a bug in the "
+                    "attack, please report it"
+                )
+            original = images * 255
+            if self.norm == "l0":
+                sizes = lp_norm(levels.round() - original.round(), "l0")
+                limit = torch.full_like(sizes, self.eps)
+            else:
+                sizes = lp_norm(levels - original, self.norm)
+                limit = self.eps * 255 + lp_norm(original - original.round(), self.norm)
+            over = sizes > limit + 1e-3
+            if bool(over.any()):
+                worst = int((sizes - limit).argmax())
+                unit = "pixels" if self.norm == "l0" else "(0-255 units)"
+                raise RuntimeError(
+                    f"attack {self.name!r} left its budget: a change of {float(sizes[worst]):.4g}"
+                    f" in {self.norm} for eps {float(limit[worst]):.4g} {unit}: a bug in the "
+                    "attack, please report it"
+                )
 
     def project(self, adversarial: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Bring each image back into the eps-ball around ``images`` and into [0, 1]."""
@@ -491,17 +463,51 @@ class IterativeAttack(FixedBudgetAttack):
     ) -> torch.Tensor:
         """One ascent step of the goal's loss, before projection."""
 
+    def _gradient(
+        self,
+        model: Classifier,
+        x: torch.Tensor,
+        goal: Goal,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor]:
+        """The gradient hook: the logits of ``x`` and the gradient that steers the next step.
+
+        The loop calls it once per step with the iterates ``x`` of the images still running
+        and their ``goal``. Override it to change what the gradient is taken of without
+        touching the loop: an input-transform attack (DI-FGSM) differentiates the loss of
+        randomly transformed images, an expectation-over-transformation attack averages the
+        gradient over several transforms.
+
+        Args:
+            model: the classifier.
+            x: (N, 3, H, W) the current iterates (no gradient attached).
+            goal: their goal, one class per image.
+            generator: the run's random generator (seeded by ``seed``): draw transforms here.
+
+        Returns:
+            ``(logits, grad, forwards)``: the model's logits of ``x`` itself, untransformed
+            (the tracker keeps the best iterate and stops early by them), (N, C); the ascent
+            direction of the goal's loss, shaped like ``x``; and the model evaluations spent
+            per image, an int or an (N,) long tensor on the CPU (the loop counts one gradient).
+        """
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(x)
+            loss = goal.loss(logits).sum()
+            (grad,) = torch.autograd.grad(loss, x)
+        return logits, grad, 1
+
     def _run(
         self,
         model: Classifier,
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         def round_fn(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             return self.round_into_budget(x, images[index])
 
-        tracker = _Tracker(images, goal, self.early_stop)
+        tracker = Tracker(images, goal, self.early_stop)
         generator = self._generator(images.device)
         # No noise where the model does not look (outside its centre crop): it could never be
         # optimised away and would only make the photo worse.
@@ -523,18 +529,21 @@ class IterativeAttack(FixedBudgetAttack):
                 last = step == self.steps
                 if last and not self.early_stop:
                     break  # a fixed-step run returns its last iterate, evaluated by __call__
-                current = x[index].requires_grad_(not last)
-                with torch.set_grad_enabled(not last):
-                    logits = model(current)
-                    if not last:
-                        loss = goal.subset(index).loss(logits).sum()
-                        (grad,) = torch.autograd.grad(loss, current)
-                tracker.count(index, forwards=1, gradients=0 if last else 1)
+                current = x[index]
+                if last:
+                    with torch.no_grad():
+                        logits = model(current)
+                    forwards: int | torch.Tensor = 1
+                else:
+                    logits, grad, forwards = self._gradient(
+                        model, current, goal.subset(index), generator
+                    )
+                tracker.count(index, forwards=forwards, gradients=0 if last else 1)
                 tracker.observe(model, index, current, logits, round_fn)
                 if last:
                     break
                 with torch.no_grad():
-                    moved = self._step(current.detach(), grad, state, index)
+                    moved = self._step(current, grad, state, index)
                     x[index] = self.project(moved, images[index])
                 if progress is not None:
                     done = int(tracker.done.sum())
@@ -543,6 +552,11 @@ class IterativeAttack(FixedBudgetAttack):
         last_iterate = not self.early_stop and self.restarts == 1
         tracker.finish(round_fn, x if last_iterate else tracker.best)
         return tracker
+
+
+def _has_abstract_methods(cls: type) -> bool:
+    # ABCMeta sets __abstractmethods__ only after __init_subclass__ has run: look ourselves.
+    return any(getattr(getattr(cls, n, None), "__isabstractmethod__", False) for n in dir(cls))
 
 
 def _seen_pixels(model: Classifier, images: torch.Tensor) -> torch.Tensor | None:
@@ -616,3 +630,11 @@ def project_l0(delta: torch.Tensor, pixels: int) -> torch.Tensor:
     keep = torch.zeros_like(strength, dtype=torch.bool).scatter_(1, keep_index, True)
     out: torch.Tensor = delta * keep.view(delta.shape[0], 1, *delta.shape[2:])
     return out
+
+
+# Public names of the helpers that attack modules share (the underscored ones stay for the
+# modules that import them so; new attacks use these).
+check_positive = _check_positive
+check_norm = _check_norm
+l1_normalise = _l1_normalise
+l2_normalise = _l2_normalise

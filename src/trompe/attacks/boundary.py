@@ -35,17 +35,17 @@ import math
 
 import torch
 
+from trompe.attacks._label_search import LabelSearch, check_starting_points
 from trompe.attacks.base import (
     Attack,
     Norm,
     Progress,
     ProgressCallback,
     _check_positive,
-    _Tracker,
 )
 from trompe.attacks.goal import Goal
-from trompe.attacks.hsj import _check_starting_points, _LabelSearch
 from trompe.attacks.oracle import Oracle
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 
 __all__ = ["BoundaryAttack"]
@@ -89,6 +89,8 @@ class BoundaryAttack(Attack):
     """
 
     name = "boundary"
+    family = "labels"
+    rank = 20
     summary = "decision-based, labels only: random walk on the boundary (Brendel et al. 2018)"
     norms: tuple[Norm, ...] = ("l2",)
     minimum_norm = True
@@ -128,7 +130,7 @@ class BoundaryAttack(Attack):
         self.update_stats_every = int(update_stats_every)
         self.init_tries = int(init_tries)
         self.batch_starts = bool(batch_starts)
-        self.starting_points = _check_starting_points(starting_points)
+        self.starting_points = check_starting_points(starting_points)
         self.seed = seed
 
     def _run(
@@ -137,7 +139,7 @@ class BoundaryAttack(Attack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         return _BoundaryRun(self, model, images, goal, progress).run()
 
 
@@ -164,7 +166,7 @@ class _Rates:
         self.next[which] = 0
 
 
-class _BoundaryRun(_LabelSearch):
+class _BoundaryRun(LabelSearch):
     """One run of the Boundary attack over a batch, all images stepping together."""
 
     def __init__(
@@ -222,7 +224,7 @@ class _BoundaryRun(_LabelSearch):
             self.keep_rounded(chosen, self.boundary[chosen], alpha)
             self.unchecked[chosen] = False
 
-    def run(self) -> _Tracker:
+    def run(self) -> Tracker:
         self.find_starts()
         # From the start towards the original along the segment, to 0.1 % of it (as Foolbox's
         # and ART's initial searches do), then the walk.

@@ -53,11 +53,14 @@ it (0.2-1). It does not always pay: on EfficientNet-Lite0, the cat photo to "lem
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
-from trompe.attacks.base import Attack, Norm, Progress, ProgressCallback, _check_positive, _Tracker
+from trompe.attacks._constant_search import ConstantSearch, check_margin, check_unit, reachable
+from trompe.attacks.base import Attack, Norm, Progress, ProgressCallback, _check_positive
 from trompe.attacks.goal import Goal
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.images import quantize
 from trompe.models.classifier import Classifier
@@ -70,46 +73,6 @@ _GATE = 0.99
 #: How far saturated pixels start inside (0, 1): 0.8 / 255 on the scale of ``2x - 1``, that is
 #: 0.4 of an 8-bit level.
 _EDGE = 0.8 / 255
-
-
-class _ConstantSearch:
-    """The per-image search over the constant ``c``: times 10 until a run works, then bisect.
-
-    ``low`` is the largest constant whose run failed (0 before any), ``high`` the smallest whose
-    run met the goal (``inf`` before any).
-    """
-
-    def __init__(self, initial: float, batch: int, device: torch.device) -> None:
-        self.c = torch.full((batch,), initial, device=device, dtype=torch.float64)
-        self.low = torch.zeros(batch, device=device, dtype=torch.float64)
-        self.high = torch.full((batch,), math.inf, device=device, dtype=torch.float64)
-
-    def bounded(self, index: torch.Tensor) -> torch.Tensor:
-        """Whether some run has met the goal for each image of ``index``."""
-        return torch.isfinite(self.high[index])
-
-    def update(self, index: torch.Tensor, succeeded: torch.Tensor, used: torch.Tensor) -> None:
-        """Move the bounds after one run with the constants ``used`` of the images ``index``."""
-        used = used.to(self.c.dtype)
-        high = torch.where(succeeded, torch.minimum(self.high[index], used), self.high[index])
-        low = torch.where(succeeded, self.low[index], torch.maximum(self.low[index], used))
-        self.high[index] = high
-        self.low[index] = low
-        self.c[index] = torch.where(torch.isfinite(high), (low + high) / 2, used * 10)
-
-    def settled(
-        self, index: torch.Tensor, succeeded: torch.Tensor, gain: torch.Tensor, tolerance: float
-    ) -> torch.Tensor:
-        """Whether the search of each image of ``index`` can end after a run (after ``update``).
-
-        It can once the bracket ``[low, high]`` is within 5 % of ``high``, or once a run inside
-        the bracket (some run has failed, so ``c`` is near the threshold) met the goal but
-        improved the best distance by less than ``tolerance`` (relative ``gain``): the search
-        has converged to the noise of the optimiser and of rounding.
-        """
-        high, low = self.high[index], self.low[index]
-        narrow = torch.isfinite(high) & (high - low <= 0.05 * high)
-        return narrow | (succeeded & (low > 0) & (gain < tolerance))
 
 
 class CarliniWagnerL2(Attack):
@@ -146,6 +109,9 @@ class CarliniWagnerL2(Attack):
     """
 
     name = "cw"
+    aliases: ClassVar[tuple[str, ...]] = ("carlini-wagner", "cw-l2")
+    family = "minimum-norm"
+    rank = 20
     summary = "smallest L2 change: Adam + binary search over c (Carlini & Wagner 2017)"
     norms: tuple[Norm, ...] = ("l2",)
     minimum_norm = True
@@ -172,8 +138,8 @@ class CarliniWagnerL2(Attack):
         _check_positive("c_growth", c_growth)
         if c_growth < 1:
             raise InvalidArgumentError(f"c_growth must be 1 (off) or more, got {c_growth}")
-        _check_unit("search_tolerance", search_tolerance)
-        _check_margin("kappa", kappa)
+        check_unit("search_tolerance", search_tolerance)
+        check_margin("kappa", kappa)
         self.steps = int(steps)
         self.lr = float(lr)
         self.c = float(c)
@@ -192,11 +158,11 @@ class CarliniWagnerL2(Attack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         batch = images.shape[0]
         device = images.device
-        tracker = _Tracker(images, goal, early_stop=False)
-        search = _ConstantSearch(self.c, batch, device)
+        tracker = Tracker(images, goal, early_stop=False)
+        search = ConstantSearch(self.c, batch, device)
         state = _State(
             kappa=torch.full((batch,), self.kappa, device=device),
             best_dist=torch.full((batch,), math.inf, device=device),
@@ -229,7 +195,7 @@ class CarliniWagnerL2(Attack):
         c: torch.Tensor,
         grow: torch.Tensor | None,
         state: _State,
-        tracker: _Tracker,
+        tracker: Tracker,
         progress: ProgressCallback | None,
         run: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -343,28 +309,3 @@ class _State:
     def __init__(self, kappa: torch.Tensor, best_dist: torch.Tensor) -> None:
         self.kappa = kappa
         self.best_dist = best_dist
-
-
-def reachable(kappa: torch.Tensor, goal: Goal) -> torch.Tensor:
-    """The margin asked for, kept below the most that a goal with a confidence allows.
-
-    A goal with a confidence ``p`` has a margin of at most ``-log p`` (0.01 for 99 %): a larger
-    ``kappa`` could never be met and would make the goal term push forever. Such goals ask for
-    ``m * kappa / (kappa + m)`` with ``m = -log p``: about ``kappa`` when it is small, never
-    ``m``.
-    """
-    if goal.confidence is None:
-        return kappa
-    most = -math.log(goal.confidence)
-    return most * kappa / (kappa + most)
-
-
-def _check_unit(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise InvalidArgumentError(f"{name} must be a number in [0, 1), got {value!r}")
-
-
-def _check_margin(name: str, value: float) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, int | float)
-    if bad or not math.isfinite(value) or value < 0:
-        raise InvalidArgumentError(f"{name} must be a number of 0 or more, got {value!r}")

@@ -33,9 +33,9 @@ from trompe.attacks.base import (
     _check_norm,
     _check_positive,
     _l2_normalise,
-    _Tracker,
 )
 from trompe.attacks.goal import Goal
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.images import quantize
 from trompe.models.classifier import Classifier
@@ -64,6 +64,8 @@ class DDN(Attack):
     """
 
     name = "ddn"
+    family = "minimum-norm"
+    rank = 30
     summary = "decoupled direction and norm, minimum L2 (Rony et al. 2019)"
     norms: tuple[Norm, ...] = ("l2",)
     minimum_norm = True
@@ -110,10 +112,10 @@ class DDN(Attack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         batch = images.shape[0]
         device = images.device
-        tracker = _Tracker(images, goal, early_stop=False)
+        tracker = Tracker(images, goal, early_stop=False)
         generator = self._generator(device)
         everyone = torch.arange(batch, device=device)
         # No radius beyond the farthest image of [0, 1]: it could only be clipped.

@@ -57,10 +57,10 @@ from trompe.attacks.base import (
     ProgressCallback,
     _check_norm,
     _check_positive,
-    _Tracker,
     lp_norm,
 )
 from trompe.attacks.goal import Goal
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.images import quantize
 from trompe.models.classifier import Classifier
@@ -102,6 +102,8 @@ class DeepFool(Attack):
     """
 
     name = "deepfool"
+    family = "minimum-norm"
+    rank = 10
     summary = "nearest linearised class boundary, L2 / L-inf (Moosavi-Dezfooli et al. 2016)"
     norms: tuple[Norm, ...] = ("l2", "linf")
     supports_targeted = False
@@ -188,7 +190,7 @@ class DeepFool(Attack):
         index: torch.Tensor,
         change: torch.Tensor,
         known: torch.Tensor,
-        tracker: _Tracker,
+        tracker: Tracker,
     ) -> None:
         """Find the smallest 8-bit image along ``change`` that meets the goal, for ``index``.
 
@@ -263,10 +265,10 @@ class DeepFool(Attack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         batch = images.shape[0]
         device = images.device
-        tracker = _Tracker(images, goal, early_stop=True)
+        tracker = Tracker(images, goal, early_stop=True)
         labels = goal.classes
         # The change, in floating point: steps smaller than a level add up here instead of
         # being rounded away; the model is linearised at its 8-bit rounding.

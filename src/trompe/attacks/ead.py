@@ -48,13 +48,14 @@ give sparser changes partly because the threshold does not scale with the step s
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
-from trompe.attacks.base import Attack, Norm, Progress, ProgressCallback, _check_positive, _Tracker
-from trompe.attacks.cw import _check_margin, _check_unit, _ConstantSearch, reachable
+from trompe.attacks._constant_search import ConstantSearch, check_margin, check_unit, reachable
+from trompe.attacks.base import Attack, Norm, Progress, ProgressCallback, _check_positive
 from trompe.attacks.goal import Goal
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.images import quantize
 from trompe.models.classifier import Classifier
@@ -107,6 +108,9 @@ class EAD(Attack):
     """
 
     name = "ead"
+    aliases: ClassVar[tuple[str, ...]] = ("elastic-net", "ead-l1")
+    family = "minimum-norm"
+    rank = 50
     summary = "smallest L1 change: elastic-net FISTA + binary search over c (Chen et al. 2018)"
     norms: tuple[Norm, ...] = ("l1",)
     minimum_norm = True
@@ -131,8 +135,8 @@ class EAD(Attack):
         _check_positive("c", c)
         _check_positive("beta", beta)
         _check_positive("binary_search_steps", binary_search_steps, integer=True)
-        _check_unit("search_tolerance", search_tolerance)
-        _check_margin("kappa", kappa)
+        check_unit("search_tolerance", search_tolerance)
+        check_margin("kappa", kappa)
         if decision_rule not in ("l1", "en"):
             raise InvalidArgumentError(
                 f"decision_rule must be 'l1' or 'en' (elastic net), got {decision_rule!r}"
@@ -165,11 +169,11 @@ class EAD(Attack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         batch = images.shape[0]
         device = images.device
-        tracker = _Tracker(images, goal, early_stop=False)
-        search = _ConstantSearch(self.c, batch, device)
+        tracker = Tracker(images, goal, early_stop=False)
+        search = ConstantSearch(self.c, batch, device)
         kappa = torch.full((batch,), self.kappa, device=device)
         best = torch.full((batch,), math.inf, device=device)
         searching = torch.ones(batch, dtype=torch.bool, device=device)
@@ -199,7 +203,7 @@ class EAD(Attack):
         c: torch.Tensor,
         kappa: torch.Tensor,
         best: torch.Tensor,
-        tracker: _Tracker,
+        tracker: Tracker,
         progress: ProgressCallback | None,
         run: int,
     ) -> torch.Tensor:

@@ -62,10 +62,10 @@ from trompe.attacks.base import (
     _check_norm,
     _check_positive,
     _seen_pixels,
-    _Tracker,
     lp_norm,
 )
 from trompe.attacks.goal import Goal
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.images import quantize
 from trompe.models.classifier import Classifier
@@ -185,6 +185,8 @@ class FAB(Attack):
     """
 
     name = "fab"
+    family = "minimum-norm"
+    rank = 40
     summary = "fast adaptive boundary: projections on the linearised boundary (Croce & Hein 2020)"
     norms: tuple[Norm, ...] = ("linf", "l2", "l1")
     minimum_norm = True
@@ -306,9 +308,9 @@ class FAB(Attack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         batch = images.shape[0]
-        tracker = _Tracker(images, goal, early_stop=False)
+        tracker = Tracker(images, goal, early_stop=False)
         state = _State.start(images)
         generator = self._generator(images.device)
         seen = _seen_pixels(model, images) if self.restarts > 1 else None
@@ -387,7 +389,7 @@ class FAB(Attack):
     def _record(
         self,
         model: Classifier,
-        tracker: _Tracker,
+        tracker: Tracker,
         state: _State,
         x: torch.Tensor,
         images: torch.Tensor,
@@ -429,7 +431,7 @@ class FAB(Attack):
     def _try_8bit(
         self,
         model: Classifier,
-        tracker: _Tracker,
+        tracker: Tracker,
         state: _State,
         images: torch.Tensor,
         index: torch.Tensor,
@@ -455,7 +457,7 @@ class FAB(Attack):
         return met
 
     def _repair(
-        self, model: Classifier, tracker: _Tracker, state: _State, images: torch.Tensor
+        self, model: Classifier, tracker: Tracker, state: _State, images: torch.Tensor
     ) -> None:
         """Bring the smallest float success to 8 bits where plain rounding loses the goal.
 
@@ -496,7 +498,7 @@ class FAB(Attack):
     def _try_scaled(
         self,
         model: Classifier,
-        tracker: _Tracker,
+        tracker: Tracker,
         state: _State,
         images: torch.Tensor,
         index: torch.Tensor,

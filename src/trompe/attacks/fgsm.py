@@ -25,6 +25,7 @@ class FGSM(PGD):
     """
 
     name = "fgsm"
+    rank = 10
     summary = "fast gradient sign method: one step to the edge of the budget (Goodfellow 2015)"
 
     def __init__(self, *, eps: float, norm: Norm = "linf", seed: int | None = 0) -> None:

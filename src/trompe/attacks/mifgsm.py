@@ -11,6 +11,8 @@ models.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from trompe.attacks.base import (
@@ -41,6 +43,8 @@ class MIFGSM(IterativeAttack):
     """
 
     name = "mifgsm"
+    aliases: ClassVar[tuple[str, ...]] = ("mi-fgsm",)
+    rank = 30
     summary = "iterative FGSM with momentum (Dong et al. 2018)"
 
     def __init__(

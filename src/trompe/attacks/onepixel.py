@@ -28,6 +28,7 @@ whole generation (the query count is exact: it is what the model was asked).
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch
 
@@ -37,10 +38,10 @@ from trompe.attacks.base import (
     Progress,
     ProgressCallback,
     _check_positive,
-    _Tracker,
 )
 from trompe.attacks.goal import Goal
 from trompe.attacks.oracle import Oracle
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.images import quantize
 
@@ -71,6 +72,9 @@ class OnePixel(FixedBudgetAttack):
     """
 
     name = "one-pixel"
+    aliases: ClassVar[tuple[str, ...]] = ("onepixel", "pixel")
+    family = "scores"
+    rank = 30
     norms: tuple[Norm, ...] = ("l0",)
     access = "scores"
     summary = "differential evolution over a few pixels, scores only (Su et al. 2019)"
@@ -114,11 +118,11 @@ class OnePixel(FixedBudgetAttack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         batch, channels, height, width = images.shape
         device = images.device
         generator = self._generator(device)
-        tracker = _Tracker(images, goal, early_stop=True)
+        tracker = Tracker(images, goal, early_stop=True)
         base = quantize(images)
         pixels = min(int(self.eps), height * width)
         size = min(self.population, self.queries)  # a budget below one population trims it
@@ -226,7 +230,7 @@ class OnePixel(FixedBudgetAttack):
         model: Oracle,
         base: torch.Tensor,
         goal: Goal,
-        tracker: _Tracker,
+        tracker: Tracker,
         index: torch.Tensor,
         candidates: torch.Tensor,
     ) -> torch.Tensor:

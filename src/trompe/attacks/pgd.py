@@ -40,6 +40,7 @@ class PGD(IterativeAttack):
     """
 
     name = "pgd"
+    rank = 20
     summary = "projected gradient descent, random start (Madry et al. 2018)"
 
     def _step(

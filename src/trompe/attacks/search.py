@@ -20,9 +20,9 @@ from trompe.attacks.base import (
     Progress,
     ProgressCallback,
     _check_positive,
-    _Tracker,
 )
 from trompe.attacks.goal import Goal
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.models.classifier import Classifier
 
@@ -91,8 +91,8 @@ class MinimalEps(Attack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
-        tracker = _Tracker(images, goal, early_stop=True)
+    ) -> Tracker:
+        tracker = Tracker(images, goal, early_stop=True)
         batch = images.shape[0]
         rounds = max(1, math.ceil(math.log2(self.max_eps / self.precision)) + 1)
         for i in range(batch):
@@ -105,6 +105,7 @@ class MinimalEps(Attack):
                     break
                 inner = self.attack(eps=eps, norm=self.norm, **self.options)
                 result = inner._run(model, image, sub_goal, None)
+                inner._check_output(image, result.adversarial)  # as __call__ would
                 tracker.forwards[i] += int(result.forwards.sum())
                 tracker.gradients[i] += int(result.gradients.sum())
                 tracker.steps[i] += int(result.steps.sum())

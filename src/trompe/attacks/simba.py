@@ -39,18 +39,18 @@ from typing import ClassVar, Literal
 
 import torch
 
+from trompe.attacks._regions import ask_region, crop, paste, record_region, round_l2, seen_box
 from trompe.attacks.base import (
     FixedBudgetAttack,
     Norm,
     Progress,
     ProgressCallback,
     _check_positive,
-    _Tracker,
     lp_norm,
 )
 from trompe.attacks.goal import Goal
 from trompe.attacks.oracle import Oracle
-from trompe.attacks.square import ask_region, crop, paste, record_region, round_l2, seen_box
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.models.classifier import Access
 
@@ -91,6 +91,8 @@ class SimBA(FixedBudgetAttack):
     """
 
     name = "simba"
+    family = "scores"
+    rank = 20
     summary = "one basis direction at a time, pixel or DCT, scores only (Guo et al. 2019)"
     access: ClassVar[Access] = "scores"
     norms: tuple[Norm, ...] = ("l2",)
@@ -135,9 +137,9 @@ class SimBA(FixedBudgetAttack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         device = images.device
-        tracker = _Tracker(images, goal, early_stop=True)
+        tracker = Tracker(images, goal, early_stop=True)
         generator = self._generator(device)
         box = seen_box(model, images.shape[-2], images.shape[-1])
         x = crop(images, box)
@@ -217,7 +219,7 @@ class SimBA(FixedBudgetAttack):
     def _report(
         self,
         progress: ProgressCallback,
-        tracker: _Tracker,
+        tracker: Tracker,
         index: torch.Tensor,
         score: torch.Tensor,
         sign: float,

@@ -28,7 +28,7 @@ the search, and repeats until the model predicts the target or the pixel budget 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -38,9 +38,9 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
-    _Tracker,
 )
 from trompe.attacks.goal import Goal
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.images import quantize
 from trompe.models.classifier import Classifier
@@ -102,6 +102,9 @@ class PGDL0(IterativeAttack):
     """
 
     name = "pgd-l0"
+    aliases: ClassVar[tuple[str, ...]] = ("pgdl0",)
+    family = "sparse"
+    rank = 10
     norms: tuple[Norm, ...] = ("l0",)
     summary = "PGD over k pixels with the box-aware L0 projection (Croce & Hein 2019)"
 
@@ -189,6 +192,8 @@ class JSMA(FixedBudgetAttack):
     """
 
     name = "jsma"
+    family = "sparse"
+    rank = 20
     norms: tuple[Norm, ...] = ("l0",)
     summary = "Jacobian saliency map attack over pairs of values (Papernot et al. 2016)"
 
@@ -229,10 +234,10 @@ class JSMA(FixedBudgetAttack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
+    ) -> Tracker:
         # Without early stopping in the tracker: every iterate here is on the 8-bit grid, so
         # the evaluation that gives the gradients is the honest check, done below.
-        tracker = _Tracker(images, goal, early_stop=False)
+        tracker = Tracker(images, goal, early_stop=False)
         batch, channels, height, width = images.shape
         n = channels * height * width
         device = images.device

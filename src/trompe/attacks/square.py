@@ -32,29 +32,34 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from trompe.attacks._regions import (
+    ask_region,
+    crop,
+    paste,
+    record_region,
+    round_l2,
+    seen_box,
+)
 from trompe.attacks.base import (
     FixedBudgetAttack,
     Norm,
     Progress,
     ProgressCallback,
     _check_positive,
-    _Tracker,
     lp_norm,
 )
 from trompe.attacks.goal import Goal
 from trompe.attacks.oracle import Oracle
+from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.models.classifier import Access
 
 __all__ = ["Square"]
-
-#: (top, left, height, width) of a region of an image.
-Box = tuple[int, int, int, int]
 
 
 class Square(FixedBudgetAttack):
@@ -81,6 +86,9 @@ class Square(FixedBudgetAttack):
     """
 
     name = "square"
+    aliases: ClassVar[tuple[str, ...]] = ("square-attack",)
+    family = "scores"
+    rank = 10
     summary = "random search over squares, scores only (Andriushchenko et al. 2020)"
     access: ClassVar[Access] = "scores"
 
@@ -119,8 +127,8 @@ class Square(FixedBudgetAttack):
         images: torch.Tensor,
         goal: Goal,
         progress: ProgressCallback | None,
-    ) -> _Tracker:
-        tracker = _Tracker(images, goal, early_stop=True)
+    ) -> Tracker:
+        tracker = Tracker(images, goal, early_stop=True)
         generator = self._generator(images.device)
         box = seen_box(model, images.shape[-2], images.shape[-1])
         x = crop(images, box)
@@ -397,104 +405,6 @@ def _set_window(
     tensor[batch, :, rows, cols] = values.permute(0, 2, 3, 1)
 
 
-# -- the parts shared with the other score-based attacks -----------------------------------------
-
-
-def seen_box(model: Any, height: int, width: int) -> Box:
-    """The part of an image of ``height`` x ``width`` that the model's preprocessing reads.
-
-    trompe's classifiers take images of any size through a centred crop with the aspect ratio
-    of their input size (shrunk by their ``crop_fraction``), then a resize. From the input size
-    alone (all that an :class:`~trompe.attacks.oracle.Oracle` tells), the region is known up to
-    the crop fraction: the largest centred region with that aspect ratio holds every pixel the
-    model reads. Where ``model`` also tells its ``crop_fraction`` (a
-    :class:`~trompe.models.classifier.Classifier` does), the box is exact. No query is spent.
-
-    Returns:
-        (top, left, height, width) of the box; the whole image when the model has no fixed
-        input size or the image has it already.
-    """
-    size = getattr(model, "input_size", None)
-    if size is None or (height, width) == tuple(size):
-        return (0, 0, height, width)
-    out_h, out_w = size
-    fraction = float(getattr(model, "crop_fraction", 1.0))
-    # The same arithmetic as trompe.images.center_crop_resize.
-    if height * out_w >= width * out_h:
-        region_h, region_w = width * out_h / out_w, float(width)
-    else:
-        region_h, region_w = float(height), height * out_w / out_h
-    crop_h = min(height, max(1, math.floor(region_h * fraction + 0.5)))
-    crop_w = min(width, max(1, math.floor(region_w * fraction + 0.5)))
-    return ((height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w)
-
-
-def crop(images: torch.Tensor, box: Box) -> torch.Tensor:
-    top, left, height, width = box
-    return images[..., top : top + height, left : left + width].clone()
-
-
-def paste(images: torch.Tensor, region: torch.Tensor, box: Box) -> torch.Tensor:
-    """``images`` with ``box`` replaced by ``region`` (``region`` itself, not a copy, when the box
-    is the whole image)."""
-    top, left, height, width = box
-    if (height, width) == tuple(images.shape[-2:]):
-        return region
-    out = images.clone()
-    out[..., top : top + height, left : left + width] = region
-    return out
-
-
-def round_l2(
-    attack: FixedBudgetAttack, adversarial: torch.Tensor, images: torch.Tensor
-) -> torch.Tensor:
-    """Round to 8 bits within an L2 budget, keeping nearly all of the change.
-
-    Nearest rounding adds noise of about ``sqrt(n / 12)`` levels over ``n`` changed values, which
-    pushes a change on the sphere just past it. Rather than rounding the whole change towards
-    the original (which loses half a level per value on average), shrink the change by the
-    little that the rounding noise needs and round again; the few images still past the budget
-    after a few tries take the engine's rounding towards the original.
-    """
-    with torch.no_grad():
-        limit = attack.eps * 255 + 1e-4
-        original = images * 255
-        change = adversarial * 255 - original
-        rounded = (original + change).round().clamp(0, 255)
-        for _ in range(6):
-            size = lp_norm(rounded - original, "l2")
-            over = size > limit
-            if not bool(over.any()):
-                break
-            noise = lp_norm(rounded - original - change, "l2")
-            wanted = (limit**2 - noise.square()).clamp_min(0).sqrt()
-            # The noise is not quite orthogonal to the change: shrink by the overshoot at least.
-            scale = torch.minimum(wanted / lp_norm(change, "l2").clamp_min(1e-12), limit / size)
-            scale = (scale * 0.999).clamp(max=1.0)
-            change = torch.where(over.view(-1, 1, 1, 1), change * scale.view(-1, 1, 1, 1), change)
-            retry = (original[over] + change[over]).round().clamp(0, 255)
-            rounded[over] = retry
-        out = rounded / 255  # whole levels: on the grid already
-        over = lp_norm(rounded - original, "l2") > limit
-        if bool(over.any()):
-            out[over] = FixedBudgetAttack.round_into_budget(attack, adversarial[over], images[over])
-        return out
-
-
-def ask_region(
-    model: Oracle,
-    tracker: _Tracker,
-    images: torch.Tensor,
-    box: Box,
-    index: torch.Tensor,
-    regions: torch.Tensor,
-) -> torch.Tensor:
-    """Query the model on images ``index`` with their seen box replaced; count the queries."""
-    logits = model.logits(paste(images[index], regions, box))
-    tracker.count(index, forwards=1)
-    return logits
-
-
 def _loss(goal: Goal, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference's loss, to lower: the goal's margin (untargeted; with a confidence, the
     margin to it), or the target's cross-entropy (targeted); and whether the goal is met."""
@@ -505,24 +415,9 @@ def _loss(goal: Goal, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return -margin, margin > 0
 
 
-def record_region(
-    tracker: _Tracker,
-    images: torch.Tensor,
-    box: Box,
-    index: torch.Tensor,
-    regions: torch.Tensor,
-    met: torch.Tensor,
-) -> None:
-    """Freeze the images whose queried (8-bit) version met the goal."""
-    winners = index[met]
-    if len(winners):
-        tracker.done[winners] = True
-        tracker.adversarial[winners] = paste(images[winners], regions[met], box)
-
-
 def _report(
     progress: ProgressCallback | None,
-    tracker: _Tracker,
+    tracker: Tracker,
     goal: Goal,
     index: torch.Tensor,
     logits: torch.Tensor,

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from trompe.attacks.base import Attack, FixedBudgetAttack, Norm, ProgressCallback
+from trompe.attacks.base import Attack, Norm, ProgressCallback
 from trompe.attacks.goal import Goal
+from trompe.attacks.registry import AttackInfo, get_attack
 from trompe.attacks.result import AttackResult
 from trompe.errors import InvalidArgumentError
 from trompe.models.classifier import Classifier
@@ -117,8 +118,6 @@ def sweep(
         [0.81, 0.44, 0.06]
     """
     if isinstance(attack, str):
-        from trompe.attacks import get_attack
-
         attack = get_attack(attack).cls
     if not isinstance(attack, type) or not issubclass(attack, Attack):
         raise InvalidArgumentError(f"sweep takes an attack class, got {attack!r}")
@@ -128,6 +127,7 @@ def sweep(
     if any(not (e > 0 and math.isfinite(e)) for e in values):
         raise InvalidArgumentError(f"budgets must be numbers above 0, got {list(epsilons)}")
     norm = norm or attack.norms[0]
+    info = AttackInfo.of(attack)
     batch = images.shape[0]
     success = torch.zeros(len(values), batch, dtype=torch.bool)
     distances = torch.full((batch,), math.inf, dtype=torch.float64)
@@ -136,11 +136,7 @@ def sweep(
     seconds = 0.0
 
     if attack.minimum_norm:
-        if "norm" in _parameters(attack):
-            options = {**options, "norm": norm}
-        elif norm not in attack.norms:
-            raise InvalidArgumentError(f"attack {attack.name!r} has no {norm!r} threat model")
-        result = attack(**options)(model, images, goal, progress=progress)
+        result = info.create(norm=norm, **options)(model, images, goal, progress=progress)
         results.append(result)
         seconds = result.seconds
         found = result.norms.of(norm)
@@ -149,10 +145,7 @@ def sweep(
         distances = torch.where(result.success, found, distances)
         adversarial = result.adversarial
     else:
-        fixed = attack
-        if not issubclass(fixed, FixedBudgetAttack):  # pragma: no cover - registry invariant
-            raise InvalidArgumentError(f"attack {attack.name!r} takes no budget")
-        runners = [fixed(eps=eps, norm=norm, **options) for eps in values]  # validate all first
+        runners = [info.create(eps=eps, norm=norm, **options) for eps in values]  # validate all
         pending = torch.arange(batch)
         for e, runner in enumerate(runners):
             if e:
@@ -177,9 +170,3 @@ def sweep(
         results=results,
         seconds=seconds,
     )
-
-
-def _parameters(cls: type) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(cls.__init__).parameters)  # type: ignore[misc]

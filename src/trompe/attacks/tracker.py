@@ -1,0 +1,200 @@
+"""The bookkeeping every attack repeats: which images are done, the best so far, the counts.
+
+An attack's :meth:`~trompe.attacks.base.Attack._run` creates one :class:`Tracker` for the batch
+it is given and returns it; the engine (:meth:`~trompe.attacks.base.Attack.__call__`) reads the
+adversarial images and the per-image counters from it, checks the budget and the query counts,
+and builds the :class:`~trompe.attacks.result.AttackResult`.
+
+The contract, per image ``i`` of the batch:
+
+- ``adversarial[i]`` is what the attack returns: on the 8-bit grid, in [0, 1] and, for a
+  fixed-budget attack, within the budget. :meth:`Tracker.accept` freezes an image that meets its
+  goal there; :meth:`Tracker.finish` rounds the fallback of the others into it.
+- ``done[i]`` says the goal is met on ``adversarial[i]`` (checked on the 8-bit image).
+- ``forwards[i]`` counts every model evaluation of image ``i`` (for a scores- or labels-only
+  attack these are its queries, and the engine checks the total against the oracle's count);
+  ``gradients[i]`` counts backward passes and ``steps[i]`` the attack's steps.
+
+Example:
+    A minimal random-search attack's ``_run``::
+
+        tracker = Tracker(images, goal, early_stop=True)
+        for step in range(self.steps):
+            index = tracker.active()
+            if not len(index):
+                break
+            candidates = self.round_into_budget(images[index] + noise(index), images[index])
+            logits = model(candidates)
+            tracker.count(index)
+            tracker.accept(index, candidates, goal.subset(index).met(logits))
+            tracker.report(progress, step + 1, self.steps)
+        tracker.finish(round_fn, images)
+        return tracker
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trompe.attacks.goal import Goal
+
+__all__ = ["Progress", "ProgressCallback", "RoundFn", "Tracker"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What an attack reports after each step, for progress bars.
+
+    Attributes:
+        step: steps done so far.
+        steps: the step budget.
+        done: images whose goal is met (on their 8-bit version).
+        total: images in the batch.
+        goal_prob: probability of the goal class of the first image still running (the target,
+            or for an untargeted goal the true class), or of the first image if all are done.
+    """
+
+    step: int
+    steps: int
+    done: int
+    total: int
+    goal_prob: float
+
+
+ProgressCallback = Callable[[Progress], None]
+
+#: ``round_fn(x, index)``: round the float iterates ``x`` of batch images ``index`` into the
+#: budget and onto the 8-bit grid (usually ``attack.round_into_budget(x, images[index])``).
+RoundFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Tracker:
+    """Per-image bookkeeping of one attack run.
+
+    Holds, per image: whether the goal is met on the 8-bit image (then that image is frozen in
+    ``adversarial`` and, with early stopping, leaves the batch), the float iterate with the
+    best goal margin so far (the fallback for images that never make it), and counters of
+    steps, forward and backward passes.
+
+    Args:
+        images: (B, 3, H, W) the images the run attacks (those that do not meet the goal yet).
+        goal: their goal, one class per image.
+        early_stop: whether images leave the batch (:meth:`active`) once their goal is met.
+
+    Attributes:
+        adversarial: (B, 3, H, W) the images the run returns; starts as a copy of ``images``.
+        done: (B,) bool, the goal is met on ``adversarial``.
+        best: (B, 3, H, W) the float iterate with the best margin seen by :meth:`observe`.
+        best_margin: (B,) its goal margin (``-inf`` before any observation).
+        steps: (B,) long, on the CPU: steps taken (one per gradient by :meth:`count`).
+        forwards: (B,) long, on the CPU: model evaluations (queries for an oracle).
+        gradients: (B,) long, on the CPU: backward passes.
+        goal_prob: the goal class's probability of the first running image, for progress.
+    """
+
+    def __init__(self, images: torch.Tensor, goal: Goal, early_stop: bool) -> None:
+        batch = images.shape[0]
+        device = images.device
+        self.goal = goal
+        self.early_stop = early_stop
+        self.adversarial = images.clone()
+        self.best = images.clone()
+        self.best_margin = torch.full((batch,), -math.inf, device=device)
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.steps = torch.zeros(batch, dtype=torch.long)
+        self.forwards = torch.zeros(batch, dtype=torch.long)
+        self.gradients = torch.zeros(batch, dtype=torch.long)
+        self.goal_prob = math.nan
+
+    def active(self) -> torch.Tensor:
+        """Indices of the images still running: those not done, or all without early stopping."""
+        if not self.early_stop:
+            return torch.arange(self.done.shape[0], device=self.done.device)
+        return (~self.done).nonzero().squeeze(1)
+
+    def pending(self) -> torch.Tensor:
+        """Indices of the images whose goal is not met yet (whatever ``early_stop`` says)."""
+        return (~self.done).nonzero().squeeze(1)
+
+    def count(
+        self, index: torch.Tensor, *, forwards: int | torch.Tensor = 1, gradients: int = 0
+    ) -> None:
+        """Count ``forwards`` model evaluations and ``gradients`` backward passes (each one
+        step) for every image of ``index``; ``forwards`` may be a per-image (N,) tensor."""
+        cpu = index.cpu()
+        self.forwards[cpu] += forwards if isinstance(forwards, int) else forwards.cpu()
+        self.gradients[cpu] += gradients
+        self.steps[cpu] += gradients
+
+    def observe(
+        self,
+        model: Any,
+        index: torch.Tensor,
+        candidates: torch.Tensor,
+        logits: torch.Tensor,
+        round_fn: RoundFn,
+    ) -> None:
+        """Record the float iterates ``candidates`` of images ``index`` and their ``logits``.
+
+        Keeps the best iterate per image, and with early stopping checks the goal on the 8-bit
+        version of the iterates whose float logits meet it: one extra forward pass for those
+        images only (counted here). ``round_fn(x, index)`` rounds iterates into the budget.
+        """
+        goal = self.goal.subset(index)
+        with torch.no_grad():
+            logits = logits.detach()
+            candidates = candidates.detach()
+            if len(index):
+                prob = logits[:1].softmax(dim=1)[0, goal.classes[0]]
+                self.goal_prob = float(prob)
+            margin = goal.margin(logits)
+            better = margin > self.best_margin[index]
+            self.best_margin[index[better]] = margin[better]
+            self.best[index[better]] = candidates[better]
+            if not self.early_stop:
+                return
+            hopeful = (margin > 0).nonzero().squeeze(1)
+            if not len(hopeful):
+                return
+            chosen = index[hopeful]
+            rounded = round_fn(candidates[hopeful], chosen)
+            met = goal.subset(hopeful).met(model(rounded))
+            self.count(chosen)
+            self.done[chosen[met]] = True
+            self.adversarial[chosen[met]] = rounded[met]
+
+    def accept(self, index: torch.Tensor, candidates: torch.Tensor, met: torch.Tensor) -> None:
+        """Freeze the images ``index[met]``: their (8-bit, in-budget) ``candidates[met]`` meet
+        the goal, as the caller checked on exactly those images."""
+        winners = index[met]
+        if len(winners):
+            self.done[winners] = True
+            self.adversarial[winners] = candidates[met]
+
+    def report(
+        self,
+        progress: ProgressCallback | None,
+        step: int,
+        steps: int,
+        goal_prob: float | None = None,
+    ) -> None:
+        """Call ``progress`` (when given) with the run's state after ``step`` of ``steps``.
+
+        ``goal_prob`` updates :attr:`goal_prob` first; by default the last value stands.
+        """
+        if goal_prob is not None:
+            self.goal_prob = goal_prob
+        if progress is not None:
+            done = int(self.done.sum())
+            progress(Progress(step, steps, done, len(self.done), self.goal_prob))
+
+    def finish(self, round_fn: RoundFn, fallback: torch.Tensor) -> None:
+        """Round ``fallback`` (best or last iterates) into ``adversarial`` for images not done."""
+        pending = (~self.done).nonzero().squeeze(1)
+        if len(pending):
+            self.adversarial[pending] = round_fn(fallback[pending], pending)
