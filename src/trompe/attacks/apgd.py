@@ -51,9 +51,9 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
-    _check_positive,
-    _l2_normalise,
-    _seen_pixels,
+    check_positive,
+    l2_normalise,
+    seen_pixels,
 )
 from trompe.attacks.goal import Goal
 from trompe.attacks.tracker import Tracker
@@ -188,10 +188,10 @@ class APGD(FixedBudgetAttack):
                 f"loss must be one of {', '.join(LOSSES)} (cross-entropy or difference of "
                 f"logits ratio), got {loss!r}"
             )
-        _check_positive("steps", steps, integer=True)
-        _check_positive("restarts", restarts, integer=True)
-        _check_positive("rho", rho)
-        _check_positive("momentum", momentum)
+        check_positive("steps", steps, integer=True)
+        check_positive("restarts", restarts, integer=True)
+        check_positive("rho", rho)
+        check_positive("momentum", momentum)
         if rho > 1:
             raise InvalidArgumentError(f"rho is a fraction of the steps, in (0, 1]; got {rho}")
         if momentum > 1:
@@ -361,7 +361,7 @@ class APGDT(APGD):
             early_stop=early_stop,
             seed=seed,
         )
-        _check_positive("targets", targets, integer=True)
+        check_positive("targets", targets, integer=True)
         del self.loss  # always the targeted DLR loss: not a choice, so not a parameter
         self.targets = int(targets)
 
@@ -421,7 +421,7 @@ class _Runner:
         self.progress = progress
         self.tracker = Tracker(images, goal, attack.early_stop)
         self.generator = attack._generator(images.device)
-        self.seen = _seen_pixels(model, images) if attack.random_start else None
+        self.seen = seen_pixels(model, images) if attack.random_start else None
         self.total = attack.steps * runs
         self.steps_done = 0
         self.checkpoints = set(checkpoints(attack.steps))
@@ -508,7 +508,7 @@ class _Runner:
                 break
             with torch.no_grad():
                 xi, base = x[pos], images[pos]
-                direction = grad[pos].sign() if attack.norm == "linf" else _l2_normalise(grad[pos])
+                direction = grad[pos].sign() if attack.norm == "linf" else l2_normalise(grad[pos])
                 z = attack.project(xi + step[pos].view(-1, 1, 1, 1) * direction, base)
                 alpha = 1.0 if i == 0 else attack.momentum
                 moved = xi + alpha * (z - xi) + (1 - alpha) * (xi - x_prev[pos])

@@ -43,13 +43,14 @@ __all__ = [
     "lp_norm",
     "project_l0",
     "project_l1",
+    "seen_pixels",
 ]
 
 NORMS: tuple[Norm, ...] = ("linf", "l2")
 ALL_NORMS: tuple[Norm, ...] = ("linf", "l2", "l1", "l0")
 
 
-def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
+def check_positive(name: str, value: float, *, integer: bool = False) -> None:
     bad_type = not isinstance(value, int) if integer else not isinstance(value, int | float)
     if isinstance(value, bool) or bad_type or not value > 0 or not math.isfinite(value):
         kind = "a whole number" if integer else "a number"
@@ -288,8 +289,8 @@ class FixedBudgetAttack(Attack):
     """
 
     def __init__(self, *, eps: float, norm: Norm = "linf") -> None:
-        _check_positive("eps", eps)
-        _check_norm(self, norm)
+        check_positive("eps", eps)
+        check_norm(self, norm)
         if norm == "linf" and eps > 1:
             raise InvalidArgumentError(
                 f"eps is in [0, 1] units in the Python API (10 / 255 for 10 pixel levels), "
@@ -433,13 +434,13 @@ class IterativeAttack(FixedBudgetAttack):
         seed: int | None = 0,
     ) -> None:
         super().__init__(eps=eps, norm=norm)
-        _check_positive("steps", steps, integer=True)
-        _check_positive("restarts", restarts, integer=True)
+        check_positive("steps", steps, integer=True)
+        check_positive("restarts", restarts, integer=True)
         if restarts > 1 and not random_start:
             raise InvalidArgumentError("restarts need random_start=True: they would repeat")
         self.restarts = int(restarts)
         if step_size is not None:
-            _check_positive("step_size", step_size)
+            check_positive("step_size", step_size)
         self.steps = int(steps)
         self.step_size = float(step_size) if step_size is not None else self._default_step()
         self.random_start = bool(random_start)
@@ -511,7 +512,7 @@ class IterativeAttack(FixedBudgetAttack):
         generator = self._generator(images.device)
         # No noise where the model does not look (outside its centre crop): it could never be
         # optimised away and would only make the photo worse.
-        seen = _seen_pixels(model, images) if self.random_start else None
+        seen = seen_pixels(model, images) if self.random_start else None
         total = self.steps * self.restarts
         x = images.clone()
         for restart in range(self.restarts):
@@ -559,7 +560,7 @@ def _has_abstract_methods(cls: type) -> bool:
     return any(getattr(getattr(cls, n, None), "__isabstractmethod__", False) for n in dir(cls))
 
 
-def _seen_pixels(model: Classifier, images: torch.Tensor) -> torch.Tensor | None:
+def seen_pixels(model: Classifier, images: torch.Tensor) -> torch.Tensor | None:
     """Where the model's crop and resize read the images, as a (B, 1, H, W) mask.
 
     ``None`` when the model sees every pixel (the images have its input size, or it has none).
@@ -574,18 +575,18 @@ def _seen_pixels(model: Classifier, images: torch.Tensor) -> torch.Tensor | None
     return (grad.abs().sum(dim=1, keepdim=True) > 0).expand(len(images), 1, *images.shape[-2:])
 
 
-def _l2_normalise(tensor: torch.Tensor) -> torch.Tensor:
+def l2_normalise(tensor: torch.Tensor) -> torch.Tensor:
     out: torch.Tensor = tensor / tensor.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     return out
 
 
-def _l1_normalise(tensor: torch.Tensor) -> torch.Tensor:
+def l1_normalise(tensor: torch.Tensor) -> torch.Tensor:
     norms = tensor.flatten(1).abs().sum(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
     out: torch.Tensor = tensor / norms
     return out
 
 
-def _check_norm(attack: Attack, norm: str) -> None:
+def check_norm(attack: Attack, norm: str) -> None:
     if norm not in ALL_NORMS:
         raise InvalidArgumentError(f"norm must be one of {', '.join(ALL_NORMS)}, got {norm!r}")
     if norm not in attack.norms:
@@ -632,9 +633,9 @@ def project_l0(delta: torch.Tensor, pixels: int) -> torch.Tensor:
     return out
 
 
-# Public names of the helpers that attack modules share (the underscored ones stay for the
-# modules that import them so; new attacks use these).
-check_positive = _check_positive
-check_norm = _check_norm
-l1_normalise = _l1_normalise
-l2_normalise = _l2_normalise
+# The underscored names these helpers had before they were public.
+_check_positive = check_positive
+_check_norm = check_norm
+_l1_normalise = l1_normalise
+_l2_normalise = l2_normalise
+_seen_pixels = seen_pixels

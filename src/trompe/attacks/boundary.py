@@ -41,7 +41,7 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
-    _check_positive,
+    check_positive,
 )
 from trompe.attacks.goal import Goal
 from trompe.attacks.oracle import Oracle
@@ -111,13 +111,13 @@ class BoundaryAttack(Attack):
         starting_points: torch.Tensor | None = None,
         seed: int | None = 0,
     ) -> None:
-        _check_positive("queries", queries, integer=True)
-        _check_positive("steps", steps, integer=True)
-        _check_positive("spherical_step", spherical_step)
-        _check_positive("source_step", source_step)
-        _check_positive("source_step_convergence", source_step_convergence)
-        _check_positive("update_stats_every", update_stats_every, integer=True)
-        _check_positive("init_tries", init_tries, integer=True)
+        check_positive("queries", queries, integer=True)
+        check_positive("steps", steps, integer=True)
+        check_positive("spherical_step", spherical_step)
+        check_positive("source_step", source_step)
+        check_positive("source_step_convergence", source_step_convergence)
+        check_positive("update_stats_every", update_stats_every, integer=True)
+        check_positive("init_tries", init_tries, integer=True)
         if not (isinstance(step_adaptation, int | float) and step_adaptation > 1):
             raise InvalidArgumentError(f"step_adaptation must be above 1, got {step_adaptation!r}")
         self.norm: Norm = "l2"

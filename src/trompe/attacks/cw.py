@@ -58,7 +58,7 @@ from typing import ClassVar
 import torch
 
 from trompe.attacks._constant_search import ConstantSearch, check_margin, check_unit, reachable
-from trompe.attacks.base import Attack, Norm, Progress, ProgressCallback, _check_positive
+from trompe.attacks.base import Attack, Norm, Progress, ProgressCallback, check_positive
 from trompe.attacks.goal import Goal
 from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
@@ -130,12 +130,12 @@ class CarliniWagnerL2(Attack):
         early_stop: bool = True,
         seed: int | None = 0,
     ) -> None:
-        _check_positive("steps", steps, integer=True)
-        _check_positive("lr", lr)
-        _check_positive("c", c)
-        _check_positive("binary_search_steps", binary_search_steps, integer=True)
-        _check_positive("patience", patience, integer=True)
-        _check_positive("c_growth", c_growth)
+        check_positive("steps", steps, integer=True)
+        check_positive("lr", lr)
+        check_positive("c", c)
+        check_positive("binary_search_steps", binary_search_steps, integer=True)
+        check_positive("patience", patience, integer=True)
+        check_positive("c_growth", c_growth)
         if c_growth < 1:
             raise InvalidArgumentError(f"c_growth must be 1 (off) or more, got {c_growth}")
         check_unit("search_tolerance", search_tolerance)

@@ -30,9 +30,9 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
-    _check_norm,
-    _check_positive,
-    _l2_normalise,
+    check_norm,
+    check_positive,
+    l2_normalise,
 )
 from trompe.attacks.goal import Goal
 from trompe.attacks.tracker import Tracker
@@ -81,14 +81,14 @@ class DDN(Attack):
         min_step_size: float = 0.01,
         seed: int | None = 0,
     ) -> None:
-        _check_norm(self, norm)
-        _check_positive("steps", steps, integer=True)
-        _check_positive("init_epsilon", init_epsilon)
-        _check_positive("gamma", gamma)
+        check_norm(self, norm)
+        check_positive("steps", steps, integer=True)
+        check_positive("init_epsilon", init_epsilon)
+        check_positive("gamma", gamma)
         if gamma >= 1:
             raise InvalidArgumentError(f"gamma must be between 0 and 1, got {gamma}")
-        _check_positive("step_size", step_size)
-        _check_positive("min_step_size", min_step_size)
+        check_positive("step_size", step_size)
+        check_positive("min_step_size", min_step_size)
         if min_step_size > step_size:
             raise InvalidArgumentError(
                 f"min_step_size ({min_step_size}) must not exceed step_size ({step_size})"
@@ -157,10 +157,10 @@ class DDN(Attack):
                         (len(zero), *grad.shape[1:]), generator=generator, device=device
                     )
                     grad[zero] = noise
-                delta = (x - images) + self._step_length(step) * _l2_normalise(grad)
+                delta = (x - images) + self._step_length(step) * l2_normalise(grad)
                 epsilon = epsilon * torch.where(met, 1 - self.gamma, 1 + self.gamma)
                 epsilon = epsilon.minimum(worst)
-                delta = epsilon.view(-1, 1, 1, 1) * _l2_normalise(delta)
+                delta = epsilon.view(-1, 1, 1, 1) * l2_normalise(delta)
                 x = quantize((images + delta).clamp(0, 1))
             if progress is not None:
                 done = int(tracker.done.sum())

@@ -55,8 +55,8 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
-    _check_norm,
-    _check_positive,
+    check_norm,
+    check_positive,
     lp_norm,
 )
 from trompe.attacks.goal import Goal
@@ -121,9 +121,9 @@ class DeepFool(Attack):
         projections: int = 1,
         seed: int | None = 0,
     ) -> None:
-        _check_norm(self, norm)
-        _check_positive("steps", steps, integer=True)
-        _check_positive("candidates", candidates, integer=True)
+        check_norm(self, norm)
+        check_positive("steps", steps, integer=True)
+        check_positive("candidates", candidates, integer=True)
         if candidates < 2:
             raise InvalidArgumentError(
                 f"candidates must be 2 or more (the true class and one other), got {candidates}"
@@ -135,7 +135,7 @@ class DeepFool(Attack):
             or overshoot < 0
         ):
             raise InvalidArgumentError(f"overshoot must be a number, 0 or more, got {overshoot!r}")
-        _check_positive("search_steps", search_steps, integer=True)
+        check_positive("search_steps", search_steps, integer=True)
         if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
             raise InvalidArgumentError(
                 f"refine_steps must be a whole number, 0 or more, got {refine_steps!r}"

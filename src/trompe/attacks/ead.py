@@ -53,7 +53,7 @@ from typing import ClassVar, Literal
 import torch
 
 from trompe.attacks._constant_search import ConstantSearch, check_margin, check_unit, reachable
-from trompe.attacks.base import Attack, Norm, Progress, ProgressCallback, _check_positive
+from trompe.attacks.base import Attack, Norm, Progress, ProgressCallback, check_positive
 from trompe.attacks.goal import Goal
 from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
@@ -130,11 +130,11 @@ class EAD(Attack):
         early_stop: bool = True,
         seed: int | None = 0,
     ) -> None:
-        _check_positive("steps", steps, integer=True)
-        _check_positive("lr", lr)
-        _check_positive("c", c)
-        _check_positive("beta", beta)
-        _check_positive("binary_search_steps", binary_search_steps, integer=True)
+        check_positive("steps", steps, integer=True)
+        check_positive("lr", lr)
+        check_positive("c", c)
+        check_positive("beta", beta)
+        check_positive("binary_search_steps", binary_search_steps, integer=True)
         check_unit("search_tolerance", search_tolerance)
         check_margin("kappa", kappa)
         if decision_rule not in ("l1", "en"):

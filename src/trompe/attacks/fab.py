@@ -59,10 +59,10 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
-    _check_norm,
-    _check_positive,
-    _seen_pixels,
+    check_norm,
+    check_positive,
     lp_norm,
+    seen_pixels,
 )
 from trompe.attacks.goal import Goal
 from trompe.attacks.tracker import Tracker
@@ -204,24 +204,24 @@ class FAB(Attack):
         candidates: int = 9,
         seed: int | None = 0,
     ) -> None:
-        _check_norm(self, norm)
-        _check_positive("steps", steps, integer=True)
-        _check_positive("restarts", restarts, integer=True)
-        _check_positive("candidates", candidates, integer=True)
+        check_norm(self, norm)
+        check_positive("steps", steps, integer=True)
+        check_positive("restarts", restarts, integer=True)
+        check_positive("candidates", candidates, integer=True)
         if eps is not None:
-            _check_positive("eps", eps)
+            check_positive("eps", eps)
             if norm == "linf" and eps > 1:
                 raise InvalidArgumentError(
                     f"eps is in [0, 1] units in the Python API (10 / 255 for 10 pixel levels), "
                     f"got {eps}"
                 )
-        _check_positive("alpha_max", alpha_max)
+        check_positive("alpha_max", alpha_max)
         if alpha_max > 1:
             raise InvalidArgumentError(f"alpha_max is a weight in (0, 1], got {alpha_max}")
-        _check_positive("eta", eta)
+        check_positive("eta", eta)
         if eta < 1:
             raise InvalidArgumentError(f"eta overshoots the hyperplane: it must be >= 1, got {eta}")
-        _check_positive("beta", beta)
+        check_positive("beta", beta)
         if beta >= 1:
             raise InvalidArgumentError(f"beta is a backward step: it must be in (0, 1), got {beta}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -313,7 +313,7 @@ class FAB(Attack):
         tracker = Tracker(images, goal, early_stop=False)
         state = _State.start(images)
         generator = self._generator(images.device)
-        seen = _seen_pixels(model, images) if self.restarts > 1 else None
+        seen = seen_pixels(model, images) if self.restarts > 1 else None
         rivals: torch.Tensor | None = None  # untargeted: fixed at the first step
         total = self.steps * self.restarts
         for restart in range(self.restarts):

@@ -56,8 +56,8 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
-    _check_norm,
-    _check_positive,
+    check_norm,
+    check_positive,
 )
 from trompe.attacks.goal import Goal
 from trompe.attacks.oracle import Oracle
@@ -139,13 +139,13 @@ class HopSkipJump(Attack):
         starting_points: torch.Tensor | None = None,
         seed: int | None = 0,
     ) -> None:
-        _check_norm(self, norm)
-        _check_positive("queries", queries, integer=True)
-        _check_positive("steps", steps, integer=True)
-        _check_positive("init_evals", init_evals, integer=True)
-        _check_positive("max_evals", max_evals, integer=True)
-        _check_positive("gamma", gamma)
-        _check_positive("init_tries", init_tries, integer=True)
+        check_norm(self, norm)
+        check_positive("queries", queries, integer=True)
+        check_positive("steps", steps, integer=True)
+        check_positive("init_evals", init_evals, integer=True)
+        check_positive("max_evals", max_evals, integer=True)
+        check_positive("gamma", gamma)
+        check_positive("init_tries", init_tries, integer=True)
         if init_evals > max_evals:
             raise InvalidArgumentError(
                 f"init_evals ({init_evals}) must not exceed max_evals ({max_evals})"

@@ -18,9 +18,9 @@ import torch
 from trompe.attacks.base import (
     IterativeAttack,
     Norm,
-    _check_positive,
-    _l1_normalise,
-    _l2_normalise,
+    check_positive,
+    l1_normalise,
+    l2_normalise,
 )
 from trompe.errors import InvalidArgumentError
 
@@ -60,7 +60,7 @@ class MIFGSM(IterativeAttack):
         early_stop: bool = True,
         seed: int | None = 0,
     ) -> None:
-        _check_positive("steps", steps, integer=True)
+        check_positive("steps", steps, integer=True)
         super().__init__(
             eps=eps,
             norm=norm,
@@ -85,8 +85,8 @@ class MIFGSM(IterativeAttack):
         state: dict[str, torch.Tensor],
         index: torch.Tensor,
     ) -> torch.Tensor:
-        velocity = self.decay * state["velocity"][index] + _l1_normalise(grad)
+        velocity = self.decay * state["velocity"][index] + l1_normalise(grad)
         state["velocity"][index] = velocity
         if self.norm == "linf":
             return adversarial + self.step_size * velocity.sign()
-        return adversarial + self.step_size * _l2_normalise(velocity)
+        return adversarial + self.step_size * l2_normalise(velocity)

@@ -37,7 +37,7 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
-    _check_positive,
+    check_positive,
 )
 from trompe.attacks.goal import Goal
 from trompe.attacks.oracle import Oracle
@@ -91,15 +91,15 @@ class OnePixel(FixedBudgetAttack):
         seed: int | None = 0,
     ) -> None:
         super().__init__(eps=eps, norm=norm)
-        _check_positive("population", population, integer=True)
+        check_positive("population", population, integer=True)
         if population < 4:
             raise InvalidArgumentError(
                 f"population must be at least 4 (each trial mixes three others), got {population}"
             )
-        _check_positive("steps", steps, integer=True)
+        check_positive("steps", steps, integer=True)
         if queries is not None:
-            _check_positive("queries", queries, integer=True)
-        _check_positive("mutation", mutation)
+            check_positive("queries", queries, integer=True)
+        check_positive("mutation", mutation)
         if mutation > 2:
             raise InvalidArgumentError(
                 f"mutation (the DE weight F) must be in (0, 2], got {mutation}"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from trompe.attacks.base import IterativeAttack, _l2_normalise
+from trompe.attacks.base import IterativeAttack, l2_normalise
 
 __all__ = ["PGD"]
 
@@ -52,4 +52,4 @@ class PGD(IterativeAttack):
     ) -> torch.Tensor:
         if self.norm == "linf":
             return adversarial + self.step_size * grad.sign()
-        return adversarial + self.step_size * _l2_normalise(grad)
+        return adversarial + self.step_size * l2_normalise(grad)

@@ -19,7 +19,7 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
-    _check_positive,
+    check_positive,
 )
 from trompe.attacks.goal import Goal
 from trompe.attacks.tracker import Tracker
@@ -62,8 +62,8 @@ class MinimalEps(Attack):
                 "the eps search needs a fixed-budget attack (fgsm, pgd, mifgsm), "
                 f"got {getattr(attack, 'name', attack)!r}"
             )
-        _check_positive("max_eps", max_eps)
-        _check_positive("precision", precision)
+        check_positive("max_eps", max_eps)
+        check_positive("precision", precision)
         attack(eps=max_eps, norm=norm, **options)  # validates the options once, up front
         self.attack = attack
         self.name = f"{attack.name}-min-eps"

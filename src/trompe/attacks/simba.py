@@ -45,7 +45,7 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
-    _check_positive,
+    check_positive,
     lp_norm,
 )
 from trompe.attacks.goal import Goal
@@ -110,9 +110,9 @@ class SimBA(FixedBudgetAttack):
     ) -> None:
         super().__init__(eps=eps, norm=norm)
         if step_size is not None:
-            _check_positive("step_size", step_size)
-        _check_positive("queries", queries, integer=True)
-        _check_positive("freq_ratio", freq_ratio)
+            check_positive("step_size", step_size)
+        check_positive("queries", queries, integer=True)
+        check_positive("freq_ratio", freq_ratio)
         if basis not in ("dct", "pixel"):
             raise InvalidArgumentError(f"basis must be 'dct' or 'pixel', got {basis!r}")
         if freq_ratio > 1:

@@ -50,7 +50,7 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
-    _check_positive,
+    check_positive,
     lp_norm,
 )
 from trompe.attacks.goal import Goal
@@ -102,8 +102,8 @@ class Square(FixedBudgetAttack):
         seed: int | None = 0,
     ) -> None:
         super().__init__(eps=eps, norm=norm)
-        _check_positive("queries", queries, integer=True)
-        _check_positive("p_init", p_init)
+        check_positive("queries", queries, integer=True)
+        check_positive("p_init", p_init)
         if p_init > 1:
             raise InvalidArgumentError(
                 f"p_init is a fraction of the pixels, in (0, 1], got {p_init}"
