@@ -1,11 +1,16 @@
-"""What the benchmark scripts of this folder share: logging, versions, data, counting, tables.
+"""The harness of the benchmark scripts: logging, versions, arguments, data, rows, runs, scores,
+tables.
 
-Not a benchmark itself. The scripts import it as a top-level module (``from _common import
+Not a benchmark itself. The scripts import it as a top-level module (``from _harness import
 ...``), which works because a script run as ``python benchmarks/bench_x.py``, from any
-directory, has its own folder first on ``sys.path``. mypy, given a script, searches the
-script's folder too; ruff does not need to find the module, it sorts the import with the
-third-party ones. The folder has no ``__init__.py`` on purpose: it is not a package, and nothing
-outside it imports from it.
+directory, has its own folder first on ``sys.path``; the peer libraries' runners are in
+``_peers.py`` next to it. mypy, given a script, searches the script's folder too; ruff does not
+need to find the module, it sorts the import with the third-party ones. The folder has no
+``__init__.py`` on purpose: it is not a package, and nothing outside it imports from it.
+
+A script keeps its settings (rows, budgets, flags of its own) and its family's scoring; it
+builds :class:`Row` objects (:func:`setup_row` for a peer that may be missing), times them with
+:func:`run_rows` and prints a :class:`Report`.
 
 ``OMP_WAIT_POLICY`` is not set here: each script sets it at its very top, before anything
 imports torch (the OpenMP runtime reads it once, when torch loads). Setting it here would hold
@@ -16,16 +21,22 @@ sorter does not keep; two lines in each script are the safer price.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
+import math
 import os
 import platform
+import statistics
 import sys
-from collections.abc import Sequence
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch import nn
 
 import trompe
 from trompe.images import quantize
@@ -36,6 +47,12 @@ from trompe.images import quantize
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "camera")
 #: The photos that ship with trompe (always there).
 BUNDLED = ("chelsea", "coffee")
+#: The peers' distributions, by the short names that ``--skip`` and the version lines use.
+PEERS = {
+    "torchattacks": "torchattacks",
+    "foolbox": "foolbox",
+    "art": "adversarial-robustness-toolbox",
+}
 
 
 # -- progress and versions ------------------------------------------------------------------------
@@ -47,18 +64,21 @@ def log(message: str) -> None:
 
 
 def package_version(package: str) -> str:
-    """The installed version of a distribution, or ``"not installed"``."""
+    """The installed version of a distribution (or a short name of :data:`PEERS`), or
+    ``"not installed"``."""
     try:
-        return importlib.metadata.version(package)
+        return importlib.metadata.version(PEERS.get(package, package))
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
 
 
-def versions_line() -> str:
-    """``python X, torch Y, trompe Z``: the start of a table's versions line."""
+def versions_line(*peers: str) -> str:
+    """``python X, torch Y, trompe Z``, then ``peer V`` for each short name of ``peers``."""
+    names = {"art": "ART", "foolbox": "Foolbox"}
     return (
         f"python {platform.python_version()}, torch {torch.__version__}, "
         f"trompe {trompe.__version__}"
+        + "".join(f", {names.get(p, p)} {package_version(p)}" for p in peers)
     )
 
 
@@ -78,6 +98,11 @@ def load_lines() -> list[str]:
     return ["load average at start: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())]
 
 
+def environment(device: torch.device, *peers: str) -> list[str]:
+    """The versions line (with ``peers``), the device and the load: a table's preamble."""
+    return [versions_line(*peers), device_line(device), *load_lines()]
+
+
 # -- command line ---------------------------------------------------------------------------------
 
 
@@ -87,21 +112,54 @@ def comma_list(text: str, *, lower: bool = False) -> list[str]:
     return [item.lower() for item in items] if lower else items
 
 
-def require_device(parser: argparse.ArgumentParser, device: str) -> None:
-    """Stop with a usage error when ``--device cuda`` is asked for and torch sees no GPU."""
-    if device == "cuda" and not torch.cuda.is_available():
+def ints(text: str) -> list[int]:
+    """``"1,3,5"`` -> ``[1, 3, 5]``."""
+    return [int(v) for v in comma_list(text)]
+
+
+def arguments(doc: str, *, repeats: int = 3, threads: int = 2) -> argparse.ArgumentParser:
+    """A parser with the flags every script has: ``--repeats``, ``--device``, ``--threads``,
+    ``--markdown`` and ``--skip``; the script adds its own and calls :func:`parse`."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument(
+        "--repeats", type=int, default=repeats, help=f"timed runs per row, median ({repeats})"
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=threads,
+        help=f"torch threads on the CPU ({threads}; 0: torch's)",
+    )
+    parser.add_argument("--markdown", action="store_true", help="print GitHub markdown tables")
+    parser.add_argument(
+        "--skip",
+        action="extend",
+        nargs="*",
+        default=[],
+        help="peers or rows to leave out: comma- or space-separated, or the flag again",
+    )
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse, check the common flags, set torch's CPU threads; ``args.skip`` becomes a list of
+    lower-case names."""
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device")
+    args.skip = [name for text in args.skip for name in comma_list(text, lower=True)]
+    if args.device == "cpu" and args.threads and args.threads > 0:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    return args
 
 
-def cpu_threads(device: str, threads: int) -> None:
-    """``torch.set_num_threads(threads)`` on the CPU when ``threads`` > 0 (0: torch's default)."""
-    if device == "cpu" and threads > 0:
-        torch.set_num_threads(threads)
-
-
-def sync(device: torch.device) -> None:
+def sync(device: torch.device | None) -> None:
     """Wait for the GPU's queued work (before reading a clock); nothing on the CPU."""
-    if device.type == "cuda":
+    if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -123,9 +181,7 @@ def digits_batch(
     images, labels = data.test_images.to(device), data.test_labels.to(device)
     if not correct_only:
         return clf, images[:count], labels[:count]
-    with torch.no_grad():
-        right = clf(images).argmax(dim=1) == labels
-    index = right.nonzero().squeeze(1)[:count]
+    index = (predict(clf, images) == labels).nonzero().squeeze(1)[:count]
     return clf, images[index], labels[index]
 
 
@@ -179,58 +235,185 @@ def lite0_photos(
     """
     clf = trompe.load_model("efficientnet_lite0", device=device)
     images, _, missing = load_photos(clf, names, device, limit)
-    with torch.no_grad():
-        labels = clf(images).argmax(dim=1)
-    return clf, images, labels, missing
+    return clf, images, predict(clf, images), missing
 
 
-# -- the peers ------------------------------------------------------------------------------------
+# -- rows and runs --------------------------------------------------------------------------------
 
 
-class Counting(nn.Module):
-    """Wraps a network and counts the images it is given (the peers' queries).
+class Skipped(Exception):
+    """A row left out on purpose; the message says why."""
 
-    ``no_grad``: run the network without autograd (for peers that read only its outputs).
-    ``float32``: cast the batch to float32 first (ART hands float64 batches from its NumPy
-    arithmetic; the networks are float32).
+
+def failure(error: BaseException) -> str:
+    """``"TypeError: message"``."""
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+@dataclass
+class Row:
+    """One row of a table: an attack in one library, its runs and what they gave.
+
+    ``run`` is one timed run (it returns the row's outcome, whatever the script scores);
+    ``warm``, an untimed warm-up run before the first. Without ``run`` the row only says
+    ``note`` (a peer missing, skipped, or without that attack). Scripts add fields of their
+    own by subclassing.
     """
 
-    def __init__(self, net: nn.Module, *, no_grad: bool = False, float32: bool = False) -> None:
-        super().__init__()
-        self.net = net
-        self.no_grad = no_grad
-        self.float32 = float32
-        self.images = 0
+    name: str
+    run: Callable[[], Any] | None
+    note: str = ""
+    group: str = ""
+    warm: Callable[[], Any] | None = None
+    seconds: list[float] = field(default_factory=list)  # wall clock, per timed run
+    cpu_seconds: list[float] = field(default_factory=list)  # CPU time of this process, per run
+    repeats: list[int] = field(default_factory=list)  # the repeat each timing belongs to
+    outcome: Any = None  # what the last run returned
+    error: str | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.images += int(x.shape[0])
-        if self.float32:
-            x = x.float()
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.no_grad):
-            out: torch.Tensor = self.net(x)
-        return out
+    @property
+    def done(self) -> bool:
+        """The row ran and gave an outcome."""
+        return self.outcome is not None and self.error is None and bool(self.seconds)
+
+    @property
+    def reason(self) -> str:
+        """Why the row has no result."""
+        return self.note or self.error or "no result"
+
+    @property
+    def median(self) -> float:
+        """The median wall-clock time of its runs."""
+        return statistics.median(self.seconds) if self.seconds else math.nan
+
+    def bind(self, *args: Any, warm: Sequence[Any] | None = None) -> Row:
+        """Turn ``run``, a runner taking ``args``, into the timed run (and ``warm`` into the
+        warm-up run's arguments)."""
+        if self.run is not None:
+            runner = self.run
+            self.run = functools.partial(runner, *args)
+            if warm is not None:
+                self.warm = functools.partial(runner, *warm)
+        return self
 
 
-def art_classifier(
-    model: nn.Module, input_shape: Sequence[int], classes: int, device: torch.device
+def setup_row(
+    name: str,
+    make: Callable[..., Callable[..., Any]],
+    *args: Any,
+    skip: bool = False,
+    cls: type[Row] = Row,
+    **fields: Any,
 ) -> Any:
-    """ART's ``PyTorchClassifier`` around ``model``: inputs in [0, 1], cross-entropy loss.
+    """A row (of class ``cls``) whose runner ``make(*args)`` builds: a peer that is not
+    installed, fails to set up or raises :class:`Skipped` gives a row that says so instead."""
+    if skip:
+        return cls(name, None, note="skipped (--skip)", **fields)
+    try:
+        return cls(name, make(*args), **fields)
+    except Skipped as reason:
+        note = str(reason)
+    except ImportError as error:
+        note = f"not installed ({error.name or error})"
+    except Exception as error:  # a peer that breaks must not stop the benchmark
+        note = f"failed to set up: {failure(error)}"
+    return cls(name, None, note=note, **fields)
 
-    Raises ImportError when ART is not installed.
+
+def skipped(name: str, skip: Iterable[str]) -> bool:
+    """Whether ``--skip`` names this peer or row (a short peer name, or part of the name)."""
+    lower = name.lower()
+    return any(s in lower or PEERS.get(s, s) in lower for s in skip)
+
+
+def run_rows(
+    rows: Sequence[Row],
+    repeats: int,
+    device: torch.device | None = None,
+    *,
+    interleave: bool = True,
+    before: Callable[[Row], None] | None = None,
+    after: Callable[[Row], None] | None = None,
+) -> None:
+    """Warm every row up, then time ``repeats`` runs of each; a row that fails keeps the error.
+
+    ``interleave``: the rows run in turn within each repeat, in forward then backward order
+    (A B C ... C B A), so that a load that drifts hits every row alike on average; otherwise
+    each row runs its repeats back to back. ``before`` and ``after`` are called around each
+    timed run (outside the clock). Warnings are silenced inside the runs.
     """
-    from art.estimators.classification import PyTorchClassifier
+    active = [row for row in rows if row.run is not None and row.error is None]
+    for row in active:
+        if row.warm is None:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                row.warm()
+        except Exception as error:
+            row.error = failure(error)
+            log(f"  {row.name}: failed: {row.error}")
+    active = [row for row in active if row.error is None]
+    if interleave:
+        order = [(k, r) for k in range(repeats) for r in (active if k % 2 == 0 else active[::-1])]
+    else:
+        order = [(k, r) for r in active for k in range(repeats)]
+    for repeat, row in order:
+        assert row.run is not None
+        if row.error is not None:
+            continue
+        if before is not None:
+            before(row)
+        sync(device)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                outcome = row.run()
+        except Exception as error:  # a peer that fails is reported, not fatal
+            row.error = failure(error)
+            log(f"  {row.name}: failed: {row.error}")
+            continue
+        sync(device)
+        row.seconds.append(time.perf_counter() - start)
+        row.cpu_seconds.append(time.process_time() - start_cpu)
+        row.repeats.append(repeat)
+        row.outcome = outcome
+        if after is not None:
+            after(row)
+        log(f"  {repeat + 1}/{repeats} {row.name}: {row.seconds[-1]:.2f} s")
 
-    return PyTorchClassifier(
-        model=model,
-        loss=nn.CrossEntropyLoss(),
-        input_shape=tuple(input_shape),
-        nb_classes=classes,
-        clip_values=(0.0, 1.0),
-        device_type="gpu" if device.type == "cuda" else "cpu",
-    )
+
+# -- scoring --------------------------------------------------------------------------------------
 
 
-# -- tables ---------------------------------------------------------------------------------------
+def predict(clf: trompe.Classifier, images: torch.Tensor) -> torch.Tensor:
+    """The classifier's top-1 classes, without autograd."""
+    with torch.no_grad():
+        top: torch.Tensor = clf(images).argmax(dim=1)
+    return top
+
+
+def rounded(images: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """An attack's output as a saved PNG holds it: on ``images``' device, in [0, 1], 8 bits."""
+    return quantize(output.detach().to(images.device).float().clamp(0, 1))
+
+
+def median_inf(success: torch.Tensor, sizes: torch.Tensor, *, lower: bool = False) -> float:
+    """The median size with failures counted as infinite: the mean of the two middle values for
+    an even count (``lower``: torch's lower middle value)."""
+    values = torch.where(success.cpu(), sizes.cpu().double(), torch.tensor(math.inf))
+    return float(values.median()) if lower else float(np.median(values.numpy()))
+
+
+def number(value: float, digits: int = 1) -> str:
+    """``"inf"``, ``"-"`` for NaN, else the value with ``digits`` decimals."""
+    if math.isnan(value):
+        return "-"
+    return "inf" if math.isinf(value) else f"{value:.{digits}f}"
+
+
+# -- output ---------------------------------------------------------------------------------------
 
 
 def render(
@@ -249,3 +432,30 @@ def render(
         lines.append(fmt.format(*("-" * w for w in widths)))
     lines += [fmt.format(*cells) for cells in body]
     return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """The lines a script prints to stdout: headings, bullets and tables, in markdown or not."""
+
+    markdown: bool
+    lines: list[str] = field(default_factory=list)
+
+    def heading(self, text: str, level: int = 1) -> None:
+        """``# text`` for level 1 in plain text, one ``#`` more in markdown."""
+        self.lines.append("#" * (level + self.markdown) + " " + text)
+
+    def bullets(self, *lines: str) -> None:
+        """Lines, each a list item in markdown."""
+        self.lines += [("- " if self.markdown else "") + line for line in lines]
+
+    def add(self, *lines: str) -> None:
+        self.lines += lines
+
+    def table(
+        self, header: Sequence[str], body: Sequence[Sequence[str]], rule: bool = False
+    ) -> None:
+        self.lines.append(render(header, body, self.markdown, rule=rule))
+
+    def print(self) -> None:
+        print("\n".join(self.lines))
