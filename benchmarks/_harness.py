@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -261,7 +261,7 @@ class Row:
     """
 
     name: str
-    run: Callable[[], Any] | None
+    run: Callable[..., Any] | None  # called without arguments once bound (bind)
     note: str = ""
     group: str = ""
     warm: Callable[[], Any] | None = None
@@ -286,7 +286,7 @@ class Row:
         """The median wall-clock time of its runs."""
         return statistics.median(self.seconds) if self.seconds else math.nan
 
-    def bind(self, *args: Any, warm: Sequence[Any] | None = None) -> Row:
+    def bind(self, *args: Any, warm: Sequence[Any] | None = None) -> Self:
         """Turn ``run``, a runner taking ``args``, into the timed run (and ``warm`` into the
         warm-up run's arguments)."""
         if self.run is not None:

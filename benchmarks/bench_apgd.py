@@ -45,6 +45,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 # benchmarks/_harness.py and _peers.py: found because a script's own folder is first on sys.path.
 import _harness as h
@@ -84,7 +85,7 @@ def build_rows(
     rows = [h.Row("pgd (step eps/4)", pgd, group="trompe")]
     for kind, make in makers.items():
         rows.append(h.Row(kind, trompe_runner(clf, make), group="trompe"))
-        peers = [
+        peers: list[tuple[str, str, Callable[..., Callable[..., Any]], tuple[Any, ...]]] = [
             ("torchattacks", "torchattacks", torchattacks_apgd, (restarts, targets, 0)),
             ("art", "ART", art_apgd, (restarts, batch, 0, device)),
         ]

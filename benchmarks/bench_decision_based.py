@@ -61,6 +61,7 @@ import torch
 from _peers import Iterated, art_decision, foolbox_decision, hsj_cost
 
 from trompe.attacks import Untargeted, measure
+from trompe.attacks.base import Norm
 from trompe.attacks.boundary import BoundaryAttack
 from trompe.attacks.hsj import HopSkipJump
 from trompe.models import Classifier
@@ -146,43 +147,34 @@ def _calibrated(
     return run
 
 
-def build_rows(task: Task, norm: str, budget: int, skip: list[str], attack: str) -> list[h.Row]:
+def peer_runner(task: Task, key: str, attack: str, norm: str, budget: int) -> Callable[[], Outcome]:
+    """A peer's runner, its iterations calibrated to the budget."""
+    if key == "foolbox":
+        run = foolbox_decision(task.clf, task.images, task.labels, attack, norm)
+    else:
+        run = art_decision(task.clf, task.images, attack, norm)
+    tag = key if attack == "hsj" else f"{key} boundary"
+    probe = 1 if attack == "hsj" else {"foolbox": 50, "art": 3}[key]
+    cost = hsj_cost if attack == "hsj" else lambda _: 0.0
+    return _calibrated(run, budget, tag, probe, cost)
+
+
+def build_rows(task: Task, norm: Norm, budget: int, skip: list[str], attack: str) -> list[h.Row]:
     if attack == "hsj":
+        hsj = HopSkipJump(norm=norm, queries=budget, seed=0)
+        hsj_noise = HopSkipJump(norm=norm, queries=budget, batch_starts=False, seed=0)
         rows = [
-            h.Row(
-                "trompe hsj", trompe_runner(task, HopSkipJump(norm=norm, queries=budget, seed=0), 1)
-            ),  # type: ignore[arg-type]
-            h.Row(
-                "trompe hsj, batch_starts=False",
-                trompe_runner(
-                    task, HopSkipJump(norm=norm, queries=budget, batch_starts=False, seed=0), 1
-                ),  # type: ignore[arg-type]
-            ),
+            h.Row("trompe hsj", trompe_runner(task, hsj, 1)),
+            h.Row("trompe hsj, batch_starts=False", trompe_runner(task, hsj_noise, 1)),
         ]
         names = {"foolbox": "Foolbox HopSkipJumpAttack", "art": "ART HopSkipJump"}
-        probes = {"foolbox": 1, "art": 1}
     else:
-        rows = [
-            h.Row("trompe boundary", trompe_runner(task, BoundaryAttack(queries=budget, seed=0), 0))
-        ]
+        boundary = BoundaryAttack(queries=budget, seed=0)
+        rows = [h.Row("trompe boundary", trompe_runner(task, boundary, 0))]
         names = {"foolbox": "Foolbox BoundaryAttack", "art": "ART BoundaryAttack"}
-        probes = {"foolbox": 50, "art": 3}
-    cost = hsj_cost if attack == "hsj" else lambda _: 0.0
-    makers: dict[str, Callable[[], Iterated]] = {
-        "foolbox": lambda: foolbox_decision(task.clf, task.images, task.labels, attack, norm),
-        "art": lambda: art_decision(task.clf, task.images, attack, norm),
-    }
-    for key, make in makers.items():
-        tag = key if attack == "hsj" else f"{key} boundary"
-        rows.append(
-            h.setup_row(
-                names[key],
-                lambda make=make, tag=tag, key=key: _calibrated(
-                    make(), budget, tag, probes[key], cost
-                ),  # type: ignore[misc]
-                key in skip,
-            )
-        )
+    for key, name in names.items():
+        make_args = (task, key, attack, norm, budget)
+        rows.append(h.setup_row(name, peer_runner, *make_args, skip=key in skip))
     return rows
 
 
@@ -297,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 heading = f"{attack}: {task.name}, {len(task.images)} images, {norm}"
                 h.log(f"== {heading}, {budget} queries")
-                rows = build_rows(task, norm, budget, args.skip, attack)
+                rows = build_rows(task, norm, budget, args.skip, attack)  # type: ignore[arg-type]
                 if args.only_trompe:
                     rows = [r for r in rows if r.name.startswith("trompe")]
                 h.run_rows(rows, args.repeats, interleave=False)

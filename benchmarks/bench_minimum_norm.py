@@ -155,9 +155,10 @@ def score(
 ) -> Score:
     """Round to 8 bits, re-predict, measure: the same for every row."""
     adversarial = outcome.adversarial if isinstance(outcome, AttackResult) else outcome
-    output = h.rounded(images, adversarial)  # type: ignore[arg-type]
+    assert isinstance(adversarial, torch.Tensor)
+    output = h.rounded(images, adversarial)
     success = (h.predict(clf, output) != labels).cpu()
-    float_success = (h.predict(clf, adversarial.float().clamp(0, 1)) != labels).cpu()  # type: ignore[union-attr]
+    float_success = (h.predict(clf, adversarial.float().clamp(0, 1)) != labels).cpu()
     distances = measure(images, output).of(norm).clone()
     distances[~success] = float("inf")
     return Score(success, float_success, distances)

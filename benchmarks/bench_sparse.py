@@ -144,12 +144,12 @@ def scored(
     for r in rows:
         h.log(f"  {r.name} (budgets {list(r.budgets)})")
     h.run_rows(rows, repeats, interleave=False)
-    cells = []
+    cells: list[tuple[int, str, list[str]]] = []
     for r in rows:
         for budget in r.budgets:
             if not r.done:
                 cells.append(
-                    (budget, r.name, ["-", "-", "-", None, f"failed: {str(r.reason)[:80]}"])
+                    (budget, r.name, ["-", "-", "-", "-", f"failed: {str(r.reason)[:80]}"])
                 )
                 continue
             output, queries = r.outcome if isinstance(r.outcome, tuple) else (r.outcome, None)
@@ -160,23 +160,18 @@ def scored(
             ok = met & (l0 <= budget)
             median = f"{float(l0[ok].median()):g}" if ok.any() else "-"
             rate = f"{float(ok.float().mean()):.0%}"
-            cells.append((budget, r.name, [rate, median, f"{r.median:.2f}", queries, r.note]))
+            shown = "-" if queries is None else f"{queries:.0f}"
+            cells.append((budget, r.name, [rate, median, f"{r.median:.2f}", shown, r.note]))
     return [
         [name, str(budget), *c] for budget, name, c in sorted(cells, key=lambda c: (c[0], c[1]))
     ]
 
 
-def table(lines: list[list[object]], with_queries: bool) -> str:
-    head = ["attack", "pixels k", "success at k", "median L0", "seconds"]
-    head += ["queries / image", "note"] if with_queries else ["note"]
-    body = []
-    for cells in lines:
-        queries = cells[5]
-        shown = [str(c) for c in cells[:5]]
-        if with_queries:
-            shown.append("-" if queries is None else f"{queries:.0f}")
-        body.append([*shown, str(cells[6])])
-    return h.render(head, body, markdown=True)
+def table(lines: list[list[str]], with_queries: bool) -> str:
+    head = ["attack", "pixels k", "success at k", "median L0", "seconds", "queries / image"]
+    if not with_queries:
+        head, lines = head[:5], [cells[:5] + cells[6:] for cells in lines]
+    return h.render([*head, "note"], lines, markdown=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
