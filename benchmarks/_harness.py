@@ -442,8 +442,11 @@ class Report:
     lines: list[str] = field(default_factory=list)
 
     def heading(self, text: str, level: int = 1) -> None:
-        """``# text`` for level 1 in plain text, one ``#`` more in markdown."""
-        self.lines.append("#" * (level + self.markdown) + " " + text)
+        """``# text`` for level 1 in plain text, one ``#`` more in markdown; blank lines around."""
+        self.lines += ([""] if self.lines and self.lines[-1] else []) + [
+            "#" * (level + self.markdown) + " " + text,
+            "",
+        ]
 
     def bullets(self, *lines: str) -> None:
         """Lines, each a list item in markdown."""
@@ -457,5 +460,9 @@ class Report:
     ) -> None:
         self.lines.append(render(header, body, self.markdown, rule=rule))
 
-    def print(self) -> None:
+    def print(self, started: float | None = None) -> None:
+        """Print the lines, after the total wall time since ``started`` (``perf_counter``)."""
+        if started is not None:
+            self.add("")
+            self.bullets(f"total wall time {time.perf_counter() - started:.0f} s")
         print("\n".join(self.lines))

@@ -166,7 +166,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Auto-PGD: trompe vs torchattacks and ART ({args.steps} iterations, "
         f"{args.restarts} restart(s), untargeted)"
     )
-    report.add("")
     lines = h.environment(device, "torchattacks", "art")
     report.bullets(
         *lines[:2],
@@ -202,13 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in build_rows(clf, norm, eps, len(x), args)
         ]
         h.run_rows(rows, args.repeats, device)
-        report.add("")
         report.heading(name, 2)
-        report.add("")
         table(report, clf, rows, x, y, norm, eps)
-    report.add("")
-    report.bullets(f"total wall time {time.perf_counter() - started:.0f} s")
-    report.print()
+    report.print(started)
     return 0
 
 

@@ -275,7 +275,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report = h.Report(args.markdown)
     report.heading("Decision-based attacks, untargeted, the same query budget per row")
-    report.add("")
     report.bullets(
         *h.environment(device, "foolbox", "art"),
         "success and distance on the output rounded to 8 bits and re-predicted; "
@@ -293,12 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.only_trompe:
                     rows = [r for r in rows if r.name.startswith("trompe")]
                 h.run_rows(rows, args.repeats, interleave=False)
-                report.add("")
                 report.heading(f"{heading}, {budget} queries per image", 2)
-                report.add("", table(task, norm, rows, args.markdown))
-    report.add("")
-    report.bullets(f"total wall time {time.perf_counter() - started:.0f} s")
-    report.print()
+                report.add(table(task, norm, rows, args.markdown))
+    report.print(started)
     return 0
 
 

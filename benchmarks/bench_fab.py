@@ -224,9 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if row.met is not None:
             common[row.group] = common.get(row.group, row.met) & row.met
     for table in dict.fromkeys(r.table for r in rows):
-        report.add("")
         report.heading(table, 2)
-        report.add("")
         report.table(header, [summarise(r, common.get(r.group)) for r in rows if r.table == table])
     report.print()
     return 0

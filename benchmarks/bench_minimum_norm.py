@@ -267,9 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         h.run_rows(rows, args.repeats, device)
         scores = {r.name: score(clf, images, labels, r.outcome, r.group) for r in rows if r.done}
-        report.add("")
-        report.add(f"### {title}: untargeted, norms in 0-255 units after 8-bit rounding")
-        report.add(*(f"note: {note}" for note in notes), "")
+        report.heading(f"{title}: untargeted, norms in 0-255 units after 8-bit rounding", 2)
+        report.add(*(f"note: {note}" for note in notes), *([""] if notes else []))
         table(report, rows, by_name, scores)
     report.print()
     return 0

@@ -545,7 +545,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"PGD, {MODEL}, {batch} photos at 224x224 (8-bit), targeted, L-inf eps "
         f"{args.eps:g}/255, step {step_255:g}/255, {args.steps} steps, random start"
     )
-    report.add("")
     lines = h.environment(device, "torchattacks", "foolbox", "art")
     report.bullets(
         lines[0] + f" (eagerpy {h.package_version('eagerpy')})",
@@ -564,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     on_cpu = device.type == "cpu"
     report.add(main_table(rows, batch, args.steps, on_cpu, args.markdown), "")
     report.heading("Early stopping on the same batch")
-    report.add("", early_table(rows, names, batch, args.steps, args.markdown), "")
+    report.add(early_table(rows, names, batch, args.steps, args.markdown), "")
     for row in rows:
         if row.run is None or row.error:
             report.bullets(f"{row.name}: {row.note or row.error}")

@@ -197,7 +197,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report = h.Report(args.markdown)
     report.heading("Sparse (L0) attacks: trompe vs torchattacks, ART and Foolbox")
-    report.add("")
     lines = h.environment(device, "torchattacks", "art", "foolbox")
     report.bullets(
         *lines[:2],
@@ -218,9 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]  # fmt: skip
     h.log("untargeted, white box")
     first = scored(rows, clf, images, labels, False, args.repeats, args.skip)
-    report.add("")
     report.heading("White box, untargeted", 2)
-    report.add("", table(first, False))
+    report.add(table(first, False))
 
     # 2. white box, targeted
     rows = [
@@ -230,9 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     h.log("targeted, white box")
     second = scored(rows, clf, images, targets, True, args.repeats, args.skip)
-    report.add("")
     report.heading("White box, targeted (target (label + 1 + i % 9) % 10 for digit i)", 2)
-    report.add("", table(second, False))
+    report.add(table(second, False))
 
     # 3. scores only: the one-pixel attack
     g = args.generations
@@ -249,16 +246,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]  # fmt: skip
     h.log("one-pixel, scores only")
     third = scored(rows, clf, few, few_labels, False, args.repeats, args.skip)
-    report.add("")
     report.heading(
         f"Scores only, untargeted, first {len(few)} digits: differential evolution, "
         f"population 400, {g} generations",
         2,
     )
-    report.add("", table(third, True))
-    report.add("")
-    report.bullets(f"total time {time.perf_counter() - started:.0f} s")
-    report.print()
+    report.add(table(third, True))
+    report.print(started)
     return 0
 
 
