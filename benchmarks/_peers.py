@@ -483,15 +483,24 @@ def art_jsma(clf: nn.Module, gamma: float) -> Runner:
 
 
 def torchattacks_sparsefool(clf: nn.Module) -> Runner:
+    """``SparseFool`` (built at each run: its set-up draws from torch's global generator, as
+    Foolbox's Pointwise start does)."""
     import torchattacks
 
-    return torchattacks.SparseFool(clf, steps=10, lam=3, overshoot=0.02)  # type: ignore[no-any-return]
+    def run(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        attack = torchattacks.SparseFool(clf, steps=10, lam=3, overshoot=0.02)
+        return attack(images, labels)  # type: ignore[no-any-return]
+
+    return run
 
 
 def foolbox_pointwise(clf: nn.Module) -> Runner:
+    """``PointwiseAttack`` from salt-and-pepper noise (torch's global generator)."""
     import foolbox as fb
 
-    return foolbox_runner(clf, fb.attacks.PointwiseAttack(), None)  # type: ignore[arg-type]
+    return lambda images, labels: foolbox_runner(clf, fb.attacks.PointwiseAttack(), None)(
+        images, labels
+    )
 
 
 def torchattacks_onepixel(
@@ -566,8 +575,10 @@ def art_square(clf: trompe.Classifier, norm: str, eps: float, queries: int) -> R
     from art.attacks.evasion import SquareAttack
 
     def run(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        estimator = art_estimator(clf, images, clf.num_classes)
+        np.random.seed(0)  # before the attack is built, as its set-up may draw
         attack = SquareAttack(
-            art_estimator(clf, images, clf.num_classes),
+            estimator,
             norm=np.inf if norm == "linf" else 2,
             max_iter=queries,
             eps=eps,
@@ -576,7 +587,7 @@ def art_square(clf: trompe.Classifier, norm: str, eps: float, queries: int) -> R
             batch_size=len(images),
             verbose=False,
         )
-        return art_generate(attack, images, labels, seed=0)
+        return art_generate(attack, images, labels)
 
     return run
 
