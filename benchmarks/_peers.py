@@ -306,7 +306,7 @@ def torchattacks_deepfool(clf: nn.Module, steps: int, overshoot: float) -> Runne
 def foolbox_runner(
     model: nn.Module,
     attack: Any,
-    device: torch.device,
+    device: torch.device | None,
     *,
     targeted: bool = False,
     placeholder: bool = False,
