@@ -547,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     lines = h.environment(device, "torchattacks", "foolbox", "art")
     report.bullets(
-        lines[0] + f" (eagerpy {h.package_version('eagerpy')})",
+        lines[0].replace(", ART", f" (eagerpy {h.package_version('eagerpy')}), ART"),
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
         *lines[1:],
         f"seconds: median of {args.repeats} runs after a {args.warmup_steps}-step warm-up; "
