@@ -148,13 +148,23 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: torch sees no CUDA device")
+    require_device(parser, args.device)
     args.skip = [name for text in args.skip for name in comma_list(text, lower=True)]
-    if args.device == "cpu" and args.threads and args.threads > 0:
-        torch.set_num_threads(args.threads)
+    cpu_threads(args.device, args.threads)
     warnings.filterwarnings("ignore")
     return args
+
+
+def require_device(parser: argparse.ArgumentParser, device: str) -> None:
+    """Stop with a usage error when ``--device cuda`` is asked for and torch sees no GPU."""
+    if device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+
+
+def cpu_threads(device: str, threads: int) -> None:
+    """``torch.set_num_threads(threads)`` on the CPU when ``threads`` > 0 (0: torch's default)."""
+    if device == "cpu" and threads > 0:
+        torch.set_num_threads(threads)
 
 
 def sync(device: torch.device | None) -> None:
