@@ -42,76 +42,25 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import logging
-import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
+# benchmarks/_harness.py and _peers.py: found because a script's own folder is first on sys.path.
+import _harness as h
 import torch
-
-# benchmarks/_common.py: found because a script's own folder is first on sys.path.
-from _common import (
-    PHOTOS,
-    art_classifier,
-    comma_list,
-    cpu_threads,
-    device_line,
-    digits_batch,
-    lite0_photos,
-    load_lines,
-    log,
-    package_version,
-    render,
-    require_device,
-    sync,
-    versions_line,
-)
+from _peers import art_apgd, torchattacks_apgd
 
 import trompe
 from trompe.attacks import PGD, Attack, Untargeted, measure
 from trompe.attacks.apgd import APGD, APGDDLR, APGDT
 from trompe.attacks.base import FixedBudgetAttack, Norm
-from trompe.images import quantize
 
 
-@dataclass(frozen=True)
-class Setting:
-    norm: str  # "linf" | "l2"
-    eps: float  # [0, 1] units
-    steps: int
-    restarts: int
-    targets: int  # APGD-T target classes
-    batch: int
-    device: torch.device
-    seed: int = 0
-
-
-# A runner attacks (images, labels) with a number of iterations; returns the float output and,
-# for trompe, the gradient count.
-Runner = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, int | None]]
-
-
-@dataclass
-class Row:
-    attack: str
-    library: str
-    runner: Runner | None
-    note: str = ""
-    seconds: list[float] = field(default_factory=list)
-    output: torch.Tensor | None = None
-    gradients: int | None = None
-    error: str | None = None
-
-
-# -- the rows -----------------------------------------------------------------------------------
-
-
-def trompe_row(clf: trompe.Classifier, make: Callable[[int], Attack]) -> Runner:
-    """``make(steps)`` builds the attack with that many iterations."""
+def trompe_runner(clf: trompe.Classifier, make: Callable[[int], Attack]) -> Callable[..., object]:
+    """``make(steps)`` builds the attack with that many iterations; a run gives the output and
+    the gradient count (the peers' runs give the output alone)."""
 
     def run(images: torch.Tensor, labels: torch.Tensor, steps: int) -> tuple[torch.Tensor, int]:
         result = make(steps)(clf, images, Untargeted(labels))
@@ -120,202 +69,81 @@ def trompe_row(clf: trompe.Classifier, make: Callable[[int], Attack]) -> Runner:
     return run
 
 
-def torchattacks_row(clf: trompe.Classifier, setting: Setting, kind: str) -> Runner:
-    import torchattacks
-
-    norm = "Linf" if setting.norm == "linf" else "L2"
-
-    def run(images: torch.Tensor, labels: torch.Tensor, steps: int) -> tuple[torch.Tensor, None]:
-        common = {
-            "norm": norm,
-            "eps": setting.eps,
-            "steps": steps,
-            "n_restarts": setting.restarts,
-            "seed": setting.seed,
-        }
-        if kind == "apgd-t":
-            # torchattacks tries n_classes - 1 target classes
-            attack = torchattacks.APGDT(clf, n_classes=setting.targets + 1, **common)
-        else:
-            attack = torchattacks.APGD(clf, loss=kind.removeprefix("apgd-"), **common)
-        return attack(images, labels), None
-
-    return run
-
-
-def art_row(clf: trompe.Classifier, setting: Setting, kind: str) -> Runner:
-    from art.attacks.evasion import AutoProjectedGradientDescent
-
-    logging.getLogger("art").setLevel(logging.WARNING)
-    shape = (3, *(clf.input_size or (8, 8)))
-    estimator = art_classifier(clf, shape, clf.num_classes, setting.device)
-    loss_type = "cross_entropy" if kind == "apgd-ce" else "difference_logits_ratio"
-
-    def run(images: torch.Tensor, labels: torch.Tensor, steps: int) -> tuple[torch.Tensor, None]:
-        attack = AutoProjectedGradientDescent(
-            estimator,
-            norm=np.inf if setting.norm == "linf" else 2,
-            eps=setting.eps,
-            eps_step=2 * setting.eps,  # ART's eps_step is APGD's initial step: 2 eps in the paper
-            max_iter=steps,
-            targeted=False,
-            nb_random_init=setting.restarts,
-            batch_size=setting.batch,
-            loss_type=loss_type,
-            verbose=False,
-        )
-        np.random.seed(setting.seed)  # ART draws its random start from NumPy's global state
-        out = attack.generate(x=images.cpu().numpy(), y=labels.cpu().numpy())
-        return torch.from_numpy(out).to(images.device), None
-
-    return run
-
-
-def build_rows(clf: trompe.Classifier, setting: Setting, skip: list[str]) -> list[Row]:
-    norm: Norm = "linf" if setting.norm == "linf" else "l2"
-    eps, restarts, seed = setting.eps, setting.restarts, setting.seed
-
-    def pgd(steps: int) -> Attack:
-        return PGD(eps=eps, norm=norm, steps=steps, seed=seed)
-
-    def apgd_ce(steps: int) -> Attack:
-        return APGD(eps=eps, norm=norm, steps=steps, restarts=restarts, seed=seed)
-
-    def apgd_dlr(steps: int) -> Attack:
-        return APGDDLR(eps=eps, norm=norm, steps=steps, restarts=restarts, seed=seed)
-
-    def apgd_t(steps: int) -> Attack:
-        return APGDT(
-            eps=eps, norm=norm, steps=steps, restarts=restarts, targets=setting.targets, seed=seed
-        )
-
-    rows = [Row("pgd (step eps/4)", "trompe", trompe_row(clf, pgd))]
-    makers: list[tuple[str, Callable[[int], Attack]]] = [
-        ("apgd-ce", apgd_ce),
-        ("apgd-dlr", apgd_dlr),
-        ("apgd-t", apgd_t),
-    ]
-    for kind, make in makers:
-        rows.append(Row(kind, "trompe", trompe_row(clf, make)))
-        for library, maker in (("torchattacks", torchattacks_row), ("ART", art_row)):
-            if library.lower() in skip:
-                rows.append(Row(kind, library, None, "skipped (--skip)"))
+def build_rows(
+    clf: trompe.Classifier, norm: Norm, eps: float, batch: int, args: argparse.Namespace
+) -> list[h.Row]:
+    """The rows; ``group`` is the library."""
+    restarts, targets, device = args.restarts, args.targets, torch.device(args.device)
+    makers: dict[str, Callable[[int], Attack]] = {
+        "apgd-ce": lambda s: APGD(eps=eps, norm=norm, steps=s, restarts=restarts, seed=0),
+        "apgd-dlr": lambda s: APGDDLR(eps=eps, norm=norm, steps=s, restarts=restarts, seed=0),
+        "apgd-t": lambda s: APGDT(
+            eps=eps, norm=norm, steps=s, restarts=restarts, targets=targets, seed=0
+        ),
+    }
+    pgd = trompe_runner(clf, lambda s: PGD(eps=eps, norm=norm, steps=s, seed=0))
+    rows = [h.Row("pgd (step eps/4)", pgd, group="trompe")]
+    for kind, make in makers.items():
+        rows.append(h.Row(kind, trompe_runner(clf, make), group="trompe"))
+        peers: list[tuple[str, str, Callable[..., Callable[..., Any]], tuple[Any, ...]]] = [
+            ("torchattacks", "torchattacks", torchattacks_apgd, (restarts, targets, 0)),
+            ("art", "ART", art_apgd, (restarts, batch, 0, device)),
+        ]
+        for key, library, peer, settings in peers:
+            if key == "art" and kind == "apgd-t":
+                rows.append(h.Row(kind, None, "no top-k APGD-T in ART", group=library))
                 continue
-            if library == "ART" and kind == "apgd-t":
-                rows.append(Row(kind, library, None, "no top-k APGD-T in ART"))
-                continue
-            try:
-                rows.append(Row(kind, library, maker(clf, setting, kind)))
-            except Exception as error:  # a peer missing or broken: say so, go on
-                rows.append(Row(kind, library, None, f"{type(error).__name__}: {error}"))
+            args_ = (clf, kind, norm, eps, *settings)
+            rows.append(h.setup_row(kind, peer, *args_, skip=key in args.skip, group=library))
     return rows
 
 
-# -- running and scoring ------------------------------------------------------------------------
-
-
-def run_rows(
-    rows: list[Row], images: torch.Tensor, labels: torch.Tensor, steps: int, repeats: int
-) -> None:
-    active = [r for r in rows if r.runner is not None]
-    for row in active:
-        assert row.runner is not None
-        try:
-            row.runner(images, labels, 2)  # warm-up
-        except Exception as error:
-            row.error = f"{type(error).__name__}: {error}"
-            log(f"  {row.library} {row.attack}: failed: {row.error}")
-    active = [r for r in active if r.error is None]
-    for repeat in range(repeats):
-        # A B C ... then ... C B A: a load that drifts hits every row alike on average.
-        for row in active if repeat % 2 == 0 else active[::-1]:
-            assert row.runner is not None
-            sync(images.device)
-            start = time.perf_counter()
-            output, gradients = row.runner(images, labels, steps)
-            sync(images.device)
-            row.seconds.append(time.perf_counter() - start)
-            row.output, row.gradients = output.detach(), gradients
-            log(f"  {repeat + 1}/{repeats} {row.library} {row.attack}: {row.seconds[-1]:.2f} s")
-
-
-@dataclass
-class Score:
-    robust: int  # images whose true label survives, on the 8-bit output
-    robust_in_budget: int  # the same, the output rounded to 8 bits within the budget
-    max_norm: float  # 0-255 units, after rounding
-    over_budget: int  # images whose rounded change exceeds eps
-
-
-def score(
-    clf: trompe.Classifier,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    out: torch.Tensor,
-    s: Setting,
-) -> Score:
-    out = out.to(images.device).clamp(0, 1)
-    rounded = quantize(out)
-    # What the output would give if rounded as trompe rounds: never out of the ball.
-    norm: Norm = "linf" if s.norm == "linf" else "l2"
-    inside = FixedBudgetAttack.round_into_budget(APGD(eps=s.eps, norm=norm), out, images)
-    with torch.no_grad():
-        robust = clf(rounded).argmax(dim=1) == labels
-        robust_inside = clf(inside).argmax(dim=1) == labels
-    norms = measure(images, rounded)
-    size = norms.linf if s.norm == "linf" else norms.l2
-    over = size > s.eps * 255 + 1e-3
-    return Score(int(robust.sum()), int(robust_inside.sum()), float(size.max()), int(over.sum()))
-
-
 def table(
+    report: h.Report,
     clf: trompe.Classifier,
-    rows: list[Row],
+    rows: list[h.Row],
     images: torch.Tensor,
     labels: torch.Tensor,
-    setting: Setting,
-    markdown: bool,
-) -> str:
-    with torch.no_grad():
-        clean = int((clf(images).argmax(dim=1) == labels).sum())
+    norm: Norm,
+    eps: float,
+) -> None:
+    """Robust accuracy on the 8-bit output, and within the budget as trompe rounds; the largest
+    rounded change (0-255) and the images whose rounded change exceeds eps."""
     n = len(images)
-    header = [
-        "attack",
-        "library",
-        "robust acc. (8-bit)",
-        "in budget",
-        "max norm (0-255)",
-        "over budget",
-        "seconds",
-        "gradients",
-    ]
+    clean = int((h.predict(clf, images) == labels).sum())
+    header = ["attack", "library", "robust acc. (8-bit)", "in budget", "max norm (0-255)"]
+    header += ["over budget", "seconds", "gradients"]
     body = [["none (clean)", "-", f"{clean / n:.1%} ({clean}/{n})", "-", "0", "0", "-", "-"]]
     for row in rows:
-        if row.output is None:
-            body.append([row.attack, row.library, row.note or row.error or "-"] + [""] * 5)
+        if not row.done:
+            body.append([row.name, row.group, row.reason] + [""] * 5)
             continue
-        s = score(clf, images, labels, row.output, setting)
+        out, gradients = row.outcome if isinstance(row.outcome, tuple) else (row.outcome, None)
+        out = out.to(images.device).clamp(0, 1)
+        # What the output would give if rounded as trompe rounds: never out of the ball.
+        inside = FixedBudgetAttack.round_into_budget(APGD(eps=eps, norm=norm), out, images)
+        robust = int((h.predict(clf, h.rounded(images, out)) == labels).sum())
+        robust_inside = int((h.predict(clf, inside) == labels).sum())
+        size = measure(images, h.rounded(images, out)).of(norm)
+        over = int((size > eps * 255 + 1e-3).sum())
         body.append(
             [
-                row.attack,
-                row.library,
-                f"{s.robust / n:.1%} ({s.robust}/{n})",
-                f"{s.robust_in_budget / n:.1%}",
-                f"{s.max_norm:.2f}",
-                str(s.over_budget),
-                f"{statistics.median(row.seconds):.2f}",
-                "-" if row.gradients is None else str(row.gradients),
+                row.name,
+                row.group,
+                f"{robust / n:.1%} ({robust}/{n})",
+                f"{robust_inside / n:.1%}",
+                f"{float(size.max()):.2f}",
+                str(over),
+                f"{row.median:.2f}",
+                "-" if gradients is None else str(gradients),
             ]
         )
-    return render(header, body, markdown)
+    report.table(header, body)
+    report.bullets(*(f"{r.group} {r.name}: {r.error}" for r in rows if r.error))
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (3)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--markdown", action="store_true", help="print GitHub markdown tables")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads on the CPU (2)")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = h.arguments(__doc__, repeats=3, threads=2)
     parser.add_argument("--digits", type=int, default=200, help="test digits to attack (200)")
     parser.add_argument("--photos", type=int, default=0, help="also N photos on Lite0 (0)")
     parser.add_argument("--steps", type=int, default=100, help="iterations (100, the paper's)")
@@ -329,69 +157,53 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--photo-linf", type=float, default=1.0, help="photos L-inf budget, 0-255 units (1)"
     )
     parser.add_argument("--norms", default="linf,l2", help="threat models to run (linf,l2)")
-    parser.add_argument("--skip", default="", help="peers to leave out: torchattacks,art")
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    require_device(parser, args.device)
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = h.parse(parser, argv)
     started = time.perf_counter()
-    cpu_threads(args.device, args.threads)
     device = torch.device(args.device)
-    warnings.filterwarnings("ignore")
-    skip = comma_list(args.skip, lower=True)
-    norms = comma_list(args.norms)
-    md = "- " if args.markdown else ""
-    title = "#" if args.markdown else ""
 
-    out = [
-        f"{title}# Auto-PGD: trompe vs torchattacks and ART ({args.steps} iterations, "
-        f"{args.restarts} restart(s), untargeted)",
-        "",
-        f"{md}{versions_line()}, torchattacks {package_version('torchattacks')}, ART "
-        f"{package_version('adversarial-robustness-toolbox')}",
-        f"{md}{device_line(device)}",
-        f"{md}robust accuracy on the output rounded to 8 bits and re-predicted; seconds: median of "
+    report = h.Report(args.markdown)
+    report.heading(
+        f"Auto-PGD: trompe vs torchattacks and ART ({args.steps} iterations, "
+        f"{args.restarts} restart(s), untargeted)"
+    )
+    lines = h.environment(device, "torchattacks", "art")
+    report.bullets(
+        *lines[:2],
+        f"robust accuracy on the output rounded to 8 bits and re-predicted; seconds: median of "
         f"{args.repeats} run(s); gradients: per-image gradient passes (trompe; the peers run "
         f"every iteration on every image: {args.steps} per image and run, times the targets "
         "for APGD-T)",
-    ]
-    out += [md + line for line in load_lines()]
+        *lines[2:],
+    )
 
-    log("training the digits CNN (seed 0)")
+    h.log("training the digits CNN (seed 0)")
     # The first test digits, wrong ones too (they count as not robust for everyone).
-    digits_clf, images, labels = digits_batch(args.digits, device, correct_only=False)
-    suites: list[tuple[str, trompe.Classifier, torch.Tensor, torch.Tensor, Setting]] = []
-    for norm in norms:
+    digits_clf, images, labels = h.digits_batch(args.digits, device, correct_only=False)
+    suites: list[tuple[str, trompe.Classifier, torch.Tensor, torch.Tensor, Norm, float]] = []
+    for norm in h.comma_list(args.norms):
         eps = args.linf / 255 if norm == "linf" else args.l2
         shown = f"{args.linf:g}/255" if norm == "linf" else f"{args.l2:g} ({args.l2 * 255:g}/255)"
-        setting = Setting(norm, eps, args.steps, args.restarts, args.targets, len(images), device)
         name = f"digits CNN, {len(images)} test digits (8x8), {norm} eps {shown}"
-        suites.append((name, digits_clf, images, labels, setting))
+        suites.append((name, digits_clf, images, labels, norm, eps))  # type: ignore[arg-type]
     if args.photos > 0:
         # Labels: the model's own top-1 (attacked).
-        lite, photos, photo_labels, _ = lite0_photos(device, PHOTOS, limit=args.photos)
-        eps = args.photo_linf / 255
-        setting = Setting("linf", eps, args.steps, args.restarts, args.targets, len(photos), device)
+        lite, photos, photo_labels, _ = h.lite0_photos(device, h.PHOTOS, limit=args.photos)
         name = (
             f"EfficientNet-Lite0, {len(photos)} photos at 224x224, linf eps {args.photo_linf:g}"
             "/255, label = the model's clean top-1"
         )
-        suites.append((name, lite, photos, photo_labels, setting))
+        suites.append((name, lite, photos, photo_labels, "linf", args.photo_linf / 255))
 
-    for name, clf, x, y, setting in suites:
-        log(name)
-        rows = build_rows(clf, setting, skip)
-        run_rows(rows, x, y, setting.steps, args.repeats)
-        out += ["", f"{title}## {name}", "", table(clf, rows, x, y, setting, args.markdown)]
-        notes = [r for r in rows if r.error]
-        out += [f"{md}{r.library} {r.attack}: {r.error}" for r in notes]
-    out += ["", f"{md}total wall time {time.perf_counter() - started:.0f} s"]
-    print("\n".join(out))
+    for name, clf, x, y, norm, eps in suites:
+        h.log(name)
+        rows = [
+            r.bind(x, y, args.steps, warm=(x, y, 2))
+            for r in build_rows(clf, norm, eps, len(x), args)
+        ]
+        h.run_rows(rows, args.repeats, device)
+        report.heading(name, 2)
+        table(report, clf, rows, x, y, norm, eps)
+    report.print(started)
     return 0
 
 

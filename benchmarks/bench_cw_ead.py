@@ -48,332 +48,88 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import logging
-import statistics
 import sys
-import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-import numpy as np
+# benchmarks/_harness.py and _peers.py: found because a script's own folder is first on sys.path.
+import _harness as h
 import torch
-
-# benchmarks/_common.py: found because a script's own folder is first on sys.path.
-from _common import (
-    BUNDLED,
-    art_classifier,
-    digits_batch,
-    lite0_photos,
-    log,
-    package_version,
-    render,
-    sync,
-)
+from _peers import art_cw_ead, foolbox_cw_ead, torchattacks_cw, torchattacks_ead
 
 import trompe
 from trompe.attacks import CarliniWagnerL2, Goal, Targeted, Untargeted, measure
 from trompe.attacks.ead import EAD
-from trompe.images import quantize
 
 # One attack run: (images, classes) -> adversarial images (any float values; scored after).
 Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class Setting:
-    steps: int  # per run
-    runs: int  # binary-search runs
-    targeted: bool
-    device: torch.device
-    batch: int
-
-
 @dataclass
-class Row:
-    family: str  # "L2" or "L1"
-    name: str
-    make: Callable[[], Runner] | None
-    note: str = ""
-    seconds: list[float] = field(default_factory=list)
+class NormRow(h.Row):
     success: torch.Tensor | None = None
     norms: torch.Tensor | None = None
-    error: str | None = None
 
 
-def goal_of(setting: Setting, classes: torch.Tensor) -> Goal:
-    return Targeted(classes) if setting.targeted else Untargeted(classes)
-
-
-# -- trompe ---------------------------------------------------------------------------------------
-
-
-def trompe_cw(clf: trompe.Classifier, setting: Setting, runs: int) -> Runner:
+def trompe_runner(clf: trompe.Classifier, attack: CarliniWagnerL2 | EAD, targeted: bool) -> Runner:
     def run(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        attack = CarliniWagnerL2(steps=setting.steps, binary_search_steps=runs)
-        return attack(clf, images, goal_of(setting, classes)).adversarial
+        goal = Targeted(classes) if targeted else Untargeted(classes)
+        return attack(clf, images, goal).adversarial
 
     return run
 
 
-def trompe_ead(clf: trompe.Classifier, setting: Setting) -> Runner:
-    def run(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        attack = EAD(steps=setting.steps, binary_search_steps=setting.runs)
-        return attack(clf, images, goal_of(setting, classes)).adversarial
-
-    return run
-
-
-# -- torchattacks ---------------------------------------------------------------------------------
-
-
-def torchattacks_cw(clf: trompe.Classifier, setting: Setting, steps: int) -> Runner:
-    import torchattacks
-
-    def run(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        attack = torchattacks.CW(clf, c=1, kappa=0, steps=steps, lr=0.01)
-        if setting.targeted:
-            attack.set_mode_targeted_by_label(quiet=True)
-        out: torch.Tensor = attack(images, classes)
-        return out
-
-    return run
-
-
-def torchattacks_ead(clf: trompe.Classifier, setting: Setting) -> Runner:
-    import torchattacks
-
-    def run(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        attack = torchattacks.EADL1(
-            clf,
-            kappa=0,
-            lr=0.01,
-            binary_search_steps=setting.runs,
-            max_iterations=setting.steps,
-            abort_early=True,
-            initial_const=1e-3,
-            beta=1e-3,
-        )
-        if setting.targeted:
-            attack.set_mode_targeted_by_label(quiet=True)
-        out: torch.Tensor = attack(images, classes)
-        return out
-
-    return run
-
-
-# -- Foolbox --------------------------------------------------------------------------------------
-
-
-def _foolbox(clf: trompe.Classifier, setting: Setting, attack: object) -> Runner:
-    import foolbox as fb
-
-    model = fb.PyTorchModel(clf, bounds=(0, 1), device=setting.device)
-
-    def run(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        criterion = (
-            fb.criteria.TargetedMisclassification(classes)
-            if setting.targeted
-            else fb.criteria.Misclassification(classes)
-        )
-        raw, _, _ = attack(model, images, criterion, epsilons=None)  # type: ignore[operator]
-        # Where Foolbox's CW and EAD find nothing they return their all-zero placeholder: not
-        # an attack result (a black image that the model happens to misclassify would score
-        # as a success), so it goes back to the original image and scores as a failure.
-        empty = (raw.flatten(1) == 0).all(dim=1) & (images.flatten(1) != 0).any(dim=1)
-        out: torch.Tensor = torch.where(empty.view(-1, 1, 1, 1), images, raw)
-        return out
-
-    return run
-
-
-def foolbox_cw(clf: trompe.Classifier, setting: Setting) -> Runner:
-    import foolbox as fb
-
-    attack = fb.attacks.L2CarliniWagnerAttack(
-        binary_search_steps=setting.runs,
-        steps=setting.steps,
-        stepsize=0.01,
-        confidence=0,
-        initial_const=1e-3,
-        abort_early=True,
+def build_rows(clf: trompe.Classifier, args: argparse.Namespace, batch: int) -> list[NormRow]:
+    """The rows, ``group`` the norm ("L2" or "L1")."""
+    steps, runs, targeted, device, total = (
+        args.steps,
+        args.runs,
+        args.targeted,
+        torch.device(args.device),
+        args.steps * args.runs,
     )
-    return _foolbox(clf, setting, attack)
-
-
-def foolbox_ead(clf: trompe.Classifier, setting: Setting) -> Runner:
-    import foolbox as fb
-
-    attack = fb.attacks.EADAttack(
-        binary_search_steps=setting.runs,
-        steps=setting.steps,
-        initial_stepsize=0.01,
-        confidence=0,
-        initial_const=1e-3,
-        regularization=1e-3,
-        decision_rule="L1",
-        abort_early=True,
-    )
-    return _foolbox(clf, setting, attack)
-
-
-# -- ART ------------------------------------------------------------------------------------------
-
-
-def _art_estimator(clf: trompe.Classifier, setting: Setting, shape: tuple[int, ...]) -> object:
-    logging.getLogger("art").setLevel(logging.WARNING)
-    return art_classifier(clf, shape, clf.num_classes, setting.device)
-
-
-def _art(
-    make_attack: Callable[[object], object], clf: trompe.Classifier, setting: Setting
-) -> Runner:
-    def run(images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        estimator = _art_estimator(clf, setting, tuple(images.shape[1:]))
-        attack = make_attack(estimator)
-        # ART works on NumPy arrays: the conversions are part of its cost.
-        out = attack.generate(  # type: ignore[attr-defined]
-            x=images.cpu().numpy(), y=classes.cpu().numpy()
-        )
-        return torch.from_numpy(out).to(images.device)
-
-    return run
-
-
-def art_cw(clf: trompe.Classifier, setting: Setting) -> Runner:
-    from art.attacks.evasion import CarliniL2Method
-
-    def make(estimator: object) -> object:
-        return CarliniL2Method(
-            estimator,  # type: ignore[arg-type]
-            confidence=0.0,
-            targeted=setting.targeted,
-            learning_rate=0.01,
-            binary_search_steps=setting.runs,
-            max_iter=setting.steps,
-            initial_const=1e-2,
-            batch_size=setting.batch,
-            verbose=False,
-        )
-
-    return _art(make, clf, setting)
-
-
-def art_ead(clf: trompe.Classifier, setting: Setting) -> Runner:
-    from art.attacks.evasion import ElasticNet
-
-    def make(estimator: object) -> object:
-        return ElasticNet(
-            estimator,  # type: ignore[arg-type]
-            confidence=0.0,
-            targeted=setting.targeted,
-            learning_rate=0.01,
-            binary_search_steps=setting.runs,
-            max_iter=setting.steps,
-            beta=1e-3,
-            initial_const=1e-3,
-            batch_size=setting.batch,
-            decision_rule="L1",
-            verbose=False,
-        )
-
-    return _art(make, clf, setting)
-
-
-# -- the table ------------------------------------------------------------------------------------
-
-
-def build_rows(clf: trompe.Classifier, setting: Setting, skip: set[str]) -> list[Row]:
-    s = setting
-    total = s.steps * s.runs
-    peers: list[tuple[str, str, str, Callable[[], Runner]]] = [
-        ("L2", "torchattacks", f"torchattacks CW, c=1, {s.steps} steps",
-         lambda: torchattacks_cw(clf, s, s.steps)),
-        ("L2", "torchattacks", f"torchattacks CW, c=1, {total} steps",
-         lambda: torchattacks_cw(clf, s, total)),
-        ("L2", "foolbox", f"Foolbox L2CarliniWagnerAttack, {s.runs} x {s.steps}",
-         lambda: foolbox_cw(clf, s)),
-        ("L2", "adversarial-robustness-toolbox", f"ART CarliniL2Method, {s.runs} x {s.steps}",
-         lambda: art_cw(clf, s)),
-        ("L1", "torchattacks", f"torchattacks EADL1, {s.runs} x {s.steps}",
-         lambda: torchattacks_ead(clf, s)),
-        ("L1", "foolbox", f"Foolbox EADAttack, {s.runs} x {s.steps}",
-         lambda: foolbox_ead(clf, s)),
-        ("L1", "adversarial-robustness-toolbox", f"ART ElasticNet, {s.runs} x {s.steps}",
-         lambda: art_ead(clf, s)),
+    peers: list[tuple[str, str, str, Callable[..., Runner], tuple[object, ...]]] = [
+        ("L2", "torchattacks", f"torchattacks CW, c=1, {steps} steps", torchattacks_cw,
+         (clf, steps, targeted)),
+        ("L2", "torchattacks", f"torchattacks CW, c=1, {total} steps", torchattacks_cw,
+         (clf, total, targeted)),
+        ("L2", "foolbox", f"Foolbox L2CarliniWagnerAttack, {runs} x {steps}", foolbox_cw_ead,
+         (clf, "cw", steps, runs, targeted, device)),
+        ("L2", "art", f"ART CarliniL2Method, {runs} x {steps}", art_cw_ead,
+         (clf, "cw", steps, runs, targeted, batch)),
+        ("L1", "torchattacks", f"torchattacks EADL1, {runs} x {steps}", torchattacks_ead,
+         (clf, steps, runs, targeted)),
+        ("L1", "foolbox", f"Foolbox EADAttack, {runs} x {steps}", foolbox_cw_ead,
+         (clf, "ead", steps, runs, targeted, device)),
+        ("L1", "art", f"ART ElasticNet, {runs} x {steps}", art_cw_ead,
+         (clf, "ead", steps, runs, targeted, batch)),
     ]  # fmt: skip
+    cw, ead = CarliniWagnerL2, EAD
     rows = [
-        Row("L2", f"trompe cw, {s.runs} x {s.steps}", lambda: trompe_cw(clf, s, s.runs)),
-        Row("L2", f"trompe cw, 1 x {s.steps}", lambda: trompe_cw(clf, s, 1)),
-        Row("L1", f"trompe ead, {s.runs} x {s.steps}", lambda: trompe_ead(clf, s)),
-    ]
-    short = {"art": "adversarial-robustness-toolbox"}
-    skipped = {short.get(name, name) for name in skip}
-    for family, package, name, make in peers:
-        version = package_version(package)
-        label = f"{name} ({package} {version})"
-        if package in skipped:
-            rows.append(Row(family, label, None, note="skipped (--skip)"))
-        elif version == "not installed":
-            rows.append(Row(family, label, None, note="not installed"))
-        else:
-            rows.append(Row(family, label, make))
-    return sorted(rows, key=lambda row: row.family, reverse=True)
+        NormRow(f"trompe cw, {runs} x {steps}", trompe_runner(
+            clf, cw(steps=steps, binary_search_steps=runs), targeted), group="L2"),
+        NormRow(f"trompe cw, 1 x {steps}", trompe_runner(
+            clf, cw(steps=steps, binary_search_steps=1), targeted), group="L2"),
+        NormRow(f"trompe ead, {runs} x {steps}", trompe_runner(
+            clf, ead(steps=steps, binary_search_steps=runs), targeted), group="L1"),
+    ]  # fmt: skip
+    for family, key, name, make, make_args in peers:
+        label = f"{name} ({h.PEERS[key]} {h.package_version(key)})"
+        skip = key in args.skip
+        rows.append(h.setup_row(label, make, *make_args, skip=skip, cls=NormRow, group=family))
+    return sorted(rows, key=lambda row: row.group, reverse=True)
 
 
-def score(
-    clf: trompe.Classifier,
-    images: torch.Tensor,
-    adversarial: torch.Tensor,
-    goal: Goal,
-    family: str,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def score(row: NormRow, clf: trompe.Classifier, images: torch.Tensor, goal: Goal) -> None:
     """Success after 8-bit rounding, and the norm (0-255) of the rounded change."""
-    rounded = quantize(adversarial.detach().to(images.device).float().clamp(0, 1))
-    with torch.no_grad():
-        success = goal.met(clf(rounded)).cpu()
-    norms = measure(images, rounded)
-    return success, (norms.l2 if family == "L2" else norms.l1)
+    if row.done:
+        output = h.rounded(images, row.outcome)
+        with torch.no_grad():
+            row.success = goal.met(clf(output)).cpu()
+        row.norms = measure(images, output).of("l2" if row.group == "L2" else "l1")
 
 
-def median_with_failures(success: torch.Tensor, norms: torch.Tensor) -> float:
-    """The median norm with failures counted as infinite (torch's lower median)."""
-    values = torch.where(success, norms, torch.full_like(norms, float("inf")))
-    return float(values.median())
-
-
-def run_rows(
-    rows: list[Row],
-    clf: trompe.Classifier,
-    images: torch.Tensor,
-    classes: torch.Tensor,
-    setting: Setting,
-    repeats: int,
-) -> None:
-    goal = goal_of(setting, classes)
-    for repeat in range(repeats):
-        for row in rows:
-            if row.make is None or row.error is not None:
-                continue
-            log(f"[{repeat + 1}/{repeats}] {row.name}")
-            try:
-                runner = row.make()
-                sync(setting.device)
-                start = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    adversarial = runner(images, classes)
-                sync(setting.device)
-                row.seconds.append(time.perf_counter() - start)
-            except Exception as error:  # a peer that breaks must not stop the benchmark
-                row.error = f"{type(error).__name__}: {error}"[:200]
-                log(f"    failed: {row.error}")
-                continue
-            if row.success is None:
-                row.success, row.norms = score(clf, images, adversarial, goal, row.family)
-
-
-def print_table(title: str, rows: list[Row], markdown: bool) -> None:
+def table(report: h.Report, title: str, rows: list[NormRow]) -> None:
     header = [
         "attack",
         "norm",
@@ -383,52 +139,48 @@ def print_table(title: str, rows: list[Row], markdown: bool) -> None:
         "vs trompe, same images",
         "time (s)",
     ]
-    lines = []
-    reference: dict[str, Row] = {}
+    body = []
+    reference: dict[str, NormRow] = {}
     for row in rows:  # the first trompe row of each family is the reference
         if row.name.startswith("trompe") and row.success is not None:
-            reference.setdefault(row.family, row)
+            reference.setdefault(row.group, row)
     for row in rows:
-        if row.make is None or row.error is not None or row.success is None:
-            lines.append([row.name, row.family, "-", "-", "-", "-", row.error or row.note])
+        if row.success is None or row.norms is None:
+            body.append([row.name, row.group, "-", "-", "-", "-", row.reason])
             continue
-        assert row.norms is not None
         ok = row.success
-        rate = f"{ok.float().mean():.0%}"
-        median = median_with_failures(ok, row.norms)
         of_successes = float(row.norms[ok].median()) if ok.any() else float("nan")
         ratio = "-"
-        ref = reference.get(row.family)
-        if ref is not None and ref is not row and ref.norms is not None:
-            assert ref.success is not None
+        ref = reference.get(row.group)
+        if ref is not None and ref is not row and ref.norms is not None and ref.success is not None:
             both = ok & ref.success & (ref.norms > 0)
             if both.any():
                 ratio = (
                     f"{float((row.norms[both] / ref.norms[both]).median()):.2f} ({int(both.sum())})"
                 )
-        seconds = statistics.median(row.seconds)
-        lines.append(
+        body.append(
             [
                 row.name,
-                row.family,
-                rate,
-                f"{median:.1f}",
+                row.group,
+                f"{ok.float().mean():.0%}",
+                f"{h.median_inf(ok, row.norms, lower=True):.1f}",
                 f"{of_successes:.1f}",
                 ratio,
-                f"{seconds:.2f}",
+                f"{row.median:.2f}",
             ]
         )
-    print(f"\n{title}\n")
-    print(render(header, lines, markdown))
-    print(
-        "\n'vs trompe, same images': the median over the images that both this row and the "
+    report.add("", title, "")
+    report.table(header, body)
+    report.add(
+        "",
+        "'vs trompe, same images': the median over the images that both this row and the "
         "first trompe row of its norm turn adversarial of (this row's norm / trompe's norm), "
-        "and how many images that is; above 1: trompe's changes are smaller."
+        "and how many images that is; above 1: trompe's changes are smaller.",
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = h.arguments(__doc__, repeats=1, threads=0)
     parser.add_argument("--images", type=int, default=32, help="digits to attack (default 32)")
     parser.add_argument(
         "--photos",
@@ -444,40 +196,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="targeted: each image to (label + 1) mod 10 (photos: label + 1)",
     )
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per row (median)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument(
-        "--skip",
-        action="append",
-        default=[],
-        help="a peer to leave out: torchattacks, foolbox, art",
-    )
-    parser.add_argument("--markdown", action="store_true", help="print markdown tables")
-    args = parser.parse_args(argv)  # fmt: skip
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = h.parse(parser, argv)
     device = torch.device(args.device)
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
-        f"torchattacks {package_version('torchattacks')}, foolbox {package_version('foolbox')}, "
-        f"ART {package_version('adversarial-robustness-toolbox')}; numpy {np.__version__}"
-    )
-    batches = [("digits CNN", *digits_batch(args.images, device))]
+    report = h.Report(args.markdown)
+    report.add("; ".join(h.environment(device, "torchattacks", "foolbox", "art")))
+    batches = [("digits CNN", *h.digits_batch(args.images, device))]
     if args.photos:
-        clf, images, labels, _ = lite0_photos(device, BUNDLED[: args.photos])
+        clf, images, labels, _ = h.lite0_photos(device, h.BUNDLED[: args.photos])
         batches.append(("EfficientNet-Lite0, 224 x 224", clf, images, labels))
     for title, clf, images, labels in batches:
         classes = (labels + 1) % clf.num_classes if args.targeted else labels
-        setting = Setting(args.steps, args.runs, args.targeted, device, len(images))
-        rows = build_rows(clf, setting, set(args.skip))
-        run_rows(rows, clf, images, classes, setting, args.repeats)
+        rows = [r.bind(images, classes) for r in build_rows(clf, args, len(images))]
+        h.run_rows(rows, args.repeats, device, interleave=False)
+        goal = Targeted(classes) if args.targeted else Untargeted(classes)
+        for row in rows:
+            score(row, clf, images, goal)
         kind = "targeted (label + 1)" if args.targeted else "untargeted"
-        print_table(
+        table(
+            report,
             f"{title}: {len(images)} images, {kind}; norms in 0-255 units after 8-bit rounding",
             rows,
-            args.markdown,
         )
+    report.print()
     return 0
 
 

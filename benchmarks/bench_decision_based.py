@@ -48,53 +48,23 @@ import os
 # Passive OpenMP waiting: spinning threads turn any other busy process into a 10x slowdown.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse
 import math
-import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+# benchmarks/_harness.py and _peers.py: found because a script's own folder is first on sys.path.
+import _harness as h
 import numpy as np
 import torch
-
-# benchmarks/_common.py: found because a script's own folder is first on sys.path.
-from _common import (
-    BUNDLED,
-    Counting,
-    art_classifier,
-    comma_list,
-    cpu_threads,
-    device_line,
-    digits_batch,
-    lite0_photos,
-    load_lines,
-    log,
-    package_version,
-    render,
-    require_device,
-    versions_line,
-)
+from _peers import Iterated, art_decision, foolbox_decision, hsj_cost
 
 from trompe.attacks import Untargeted, measure
+from trompe.attacks.base import Norm
 from trompe.attacks.boundary import BoundaryAttack
 from trompe.attacks.hsj import HopSkipJump
-from trompe.images import quantize
 from trompe.models import Classifier
-
-# -- models, data, counting -----------------------------------------------------------------------
-
-
-def counting(clf: Classifier) -> Counting:
-    """The classifier, counting the images it is asked about (the peers' queries).
-
-    The peers read its decisions only: no autograd; and ART hands float64 batches from its
-    numpy arithmetic, where the network is float32.
-    """
-    return Counting(clf, no_grad=True, float32=True).eval()
 
 
 @dataclass
@@ -106,19 +76,6 @@ class Task:
     norms: tuple[str, ...]
 
 
-def digits_task(count: int, device: torch.device, norms: tuple[str, ...]) -> Task:
-    clf, images, labels = digits_batch(count, device)
-    return Task("digits CNN, 8x8", clf, images, labels, norms)
-
-
-def photo_task(count: int, device: torch.device) -> Task:
-    clf, images, labels, _ = lite0_photos(device, BUNDLED[:count])
-    return Task("Lite0, photos at 224", clf, images, labels, ("l2",))
-
-
-# -- rows -----------------------------------------------------------------------------------------
-
-
 @dataclass
 class Outcome:
     adversarial: torch.Tensor
@@ -127,40 +84,25 @@ class Outcome:
     iterations: str
 
 
-@dataclass
-class Row:
-    name: str
-    runner: Callable[[], Outcome] | None
-    note: str = ""
-    seconds: list[float] = field(default_factory=list)
-    outcome: Outcome | None = None
-    error: str = ""
-
-
-def trompe_runner(task: Task, norm: str, budget: int, batch_starts: bool) -> Callable[[], Outcome]:
+def trompe_runner(
+    task: Task, attack: HopSkipJump | BoundaryAttack, digits: int
+) -> Callable[[], Outcome]:
     clf = task.clf.with_access("labels")
 
     def run() -> Outcome:
-        attack = HopSkipJump(norm=norm, queries=budget, batch_starts=batch_starts, seed=0)  # type: ignore[arg-type]
         result = attack(clf, task.images, Untargeted(task.labels))
-        steps = result.steps.double()
         return Outcome(
             result.adversarial,
             float(result.queries.double().mean()),
             float(result.queries.max()),
-            f"{float(steps.mean()):.1f}",
+            f"{float(result.steps.double().mean()):.{digits}f}",
         )
 
     return run
 
 
-def hsj_cost(iteration: int) -> float:
-    """Probes of HopSkipJump's gradient estimate at ``iteration`` (the peers' defaults)."""
-    return min(int(100 * math.sqrt(iteration)), 10_000)
-
-
 def _calibrated(
-    run_steps: Callable[[int], tuple[torch.Tensor, float]],
+    run_steps: Iterated,
     budget: int,
     name: str,
     probe: int,
@@ -182,7 +124,7 @@ def _calibrated(
         while total + cost(steps + 1) + overhead <= budget:
             total += cost(steps + 1) + overhead
             steps += 1
-        log(f"  {name}: {q0:.0f} queries/image at 0 iterations, {q1:.0f} at {probe}; try {steps}")
+        h.log(f"  {name}: {q0:.0f} queries/image at 0 iterations, {q1:.0f} at {probe}; try {steps}")
         return steps, overhead
 
     def run() -> Outcome:
@@ -194,7 +136,9 @@ def _calibrated(
                     break
                 per = max(1.0, cost(steps) + overhead)
                 fewer = max(1, math.ceil((queries - budget) / per))
-                log(f"  {name}: {steps} iterations took {queries:.0f} queries/image; {fewer} less")
+                h.log(
+                    f"  {name}: {steps} iterations took {queries:.0f} queries/image; {fewer} less"
+                )
                 steps = max(0, steps - fewer)
             chosen["steps"] = steps
         adversarial, queries = run_steps(chosen["steps"])
@@ -203,171 +147,57 @@ def _calibrated(
     return run
 
 
-def foolbox_runner(task: Task, norm: str, budget: int) -> Callable[[], Outcome]:
-    import foolbox as fb
-
-    counter = counting(task.clf)
-    model = fb.PyTorchModel(counter, bounds=(0, 1), device=task.images.device)
-    criterion = fb.criteria.Misclassification(task.labels)
-
-    def run_steps(steps: int) -> tuple[torch.Tensor, float]:
-        counter.images = 0
-        torch.manual_seed(0)  # Foolbox draws its noise from torch's global generator
-        attack = fb.attacks.HopSkipJumpAttack(steps=steps, constraint=norm)
-        adversarial = attack.run(model, task.images, criterion)
-        return adversarial.detach(), counter.images / len(task.images)
-
-    return _calibrated(run_steps, budget, "foolbox", 1, hsj_cost)
-
-
-def _art_classifier(task: Task) -> tuple[Counting, Any]:
-    counter = counting(task.clf)
-    classes = task.clf.num_classes
-    return counter, art_classifier(counter, task.images.shape[1:], classes, task.images.device)
-
-
-def art_runner(task: Task, norm: str, budget: int) -> Callable[[], Outcome]:
-    from art.attacks.evasion import HopSkipJump as ArtHopSkipJump
-
-    counter, classifier = _art_classifier(task)
-    device = task.images.device
-    x = task.images.cpu().numpy()
-
-    def run_steps(steps: int) -> tuple[torch.Tensor, float]:
-        counter.images = 0
-        attack = ArtHopSkipJump(
-            classifier,
-            targeted=False,
-            norm=2 if norm == "l2" else np.inf,
-            max_iter=steps,
-            verbose=False,
-        )
-        # ART's seed is numpy's global state (it never takes a generator).
-        np.random.seed(0)
-        adversarial = attack.generate(x=x)
-        return torch.from_numpy(adversarial).to(device), counter.images / len(x)
-
-    return _calibrated(run_steps, budget, "art", 1, hsj_cost)
-
-
-def boundary_runner(task: Task, budget: int) -> Callable[[], Outcome]:
-    clf = task.clf.with_access("labels")
-
-    def run() -> Outcome:
-        result = BoundaryAttack(queries=budget, seed=0)(clf, task.images, Untargeted(task.labels))
-        steps = result.steps.double()
-        return Outcome(
-            result.adversarial,
-            float(result.queries.double().mean()),
-            float(result.queries.max()),
-            f"{float(steps.mean()):.0f}",
-        )
-
-    return run
-
-
-def foolbox_boundary_runner(task: Task, norm: str, budget: int) -> Callable[[], Outcome]:
-    import foolbox as fb
-
-    counter = counting(task.clf)
-    model = fb.PyTorchModel(counter, bounds=(0, 1), device=task.images.device)
-    criterion = fb.criteria.Misclassification(task.labels)
-
-    def run_steps(steps: int) -> tuple[torch.Tensor, float]:
-        counter.images = 0
-        torch.manual_seed(0)  # Foolbox draws its noise from torch's global generator
-        adversarial = fb.attacks.BoundaryAttack(steps=steps).run(model, task.images, criterion)
-        return adversarial.detach(), counter.images / len(task.images)
-
-    return _calibrated(run_steps, budget, "foolbox boundary", 50)
-
-
-def art_boundary_runner(task: Task, norm: str, budget: int) -> Callable[[], Outcome]:
-    from art.attacks.evasion import BoundaryAttack as ArtBoundaryAttack
-
-    counter, classifier = _art_classifier(task)
-    x = task.images.cpu().numpy()
-
-    def run_steps(steps: int) -> tuple[torch.Tensor, float]:
-        counter.images = 0
-        attack = ArtBoundaryAttack(classifier, targeted=False, max_iter=steps, verbose=False)
-        np.random.seed(0)
-        adversarial = attack.generate(x=x)
-        return torch.from_numpy(adversarial).to(task.images.device), counter.images / len(x)
-
-    return _calibrated(run_steps, budget, "art boundary", 3)
-
-
-def build_rows(task: Task, norm: str, budget: int, skip: list[str], attack: str) -> list[Row]:
-    peers: list[tuple[str, str, Callable[[Task, str, int], Callable[[], Outcome]]]]
-    if attack == "hsj":
-        rows = [
-            Row("trompe hsj", trompe_runner(task, norm, budget, True)),
-            Row("trompe hsj, batch_starts=False", trompe_runner(task, norm, budget, False)),
-        ]
-        peers = [
-            ("foolbox", "Foolbox HopSkipJumpAttack", foolbox_runner),
-            ("art", "ART HopSkipJump", art_runner),
-        ]
+def peer_runner(task: Task, key: str, attack: str, norm: str, budget: int) -> Callable[[], Outcome]:
+    """A peer's runner, its iterations calibrated to the budget."""
+    if key == "foolbox":
+        run = foolbox_decision(task.clf, task.images, task.labels, attack, norm)
     else:
-        rows = [Row("trompe boundary", boundary_runner(task, budget))]
-        peers = [
-            ("foolbox", "Foolbox BoundaryAttack", foolbox_boundary_runner),
-            ("art", "ART BoundaryAttack", art_boundary_runner),
+        run = art_decision(task.clf, task.images, attack, norm)
+    tag = key if attack == "hsj" else f"{key} boundary"
+    probe = 1 if attack == "hsj" else {"foolbox": 50, "art": 3}[key]
+    cost = hsj_cost if attack == "hsj" else lambda _: 0.0
+    return _calibrated(run, budget, tag, probe, cost)
+
+
+def build_rows(task: Task, norm: Norm, budget: int, skip: list[str], attack: str) -> list[h.Row]:
+    if attack == "hsj":
+        hsj = HopSkipJump(norm=norm, queries=budget, seed=0)
+        hsj_noise = HopSkipJump(norm=norm, queries=budget, batch_starts=False, seed=0)
+        rows = [
+            h.Row("trompe hsj", trompe_runner(task, hsj, 1)),
+            h.Row("trompe hsj, batch_starts=False", trompe_runner(task, hsj_noise, 1)),
         ]
-    for key, name, make in peers:
-        if key in skip:
-            rows.append(Row(name, None, note="skipped (--skip)"))
-            continue
-        try:
-            rows.append(Row(name, make(task, norm, budget)))
-        except ImportError as error:
-            rows.append(Row(name, None, note=f"not installed ({error.name})"))
+        names = {"foolbox": "Foolbox HopSkipJumpAttack", "art": "ART HopSkipJump"}
+    else:
+        boundary = BoundaryAttack(queries=budget, seed=0)
+        rows = [h.Row("trompe boundary", trompe_runner(task, boundary, 0))]
+        names = {"foolbox": "Foolbox BoundaryAttack", "art": "ART BoundaryAttack"}
+    for key, name in names.items():
+        make_args = (task, key, attack, norm, budget)
+        rows.append(h.setup_row(name, peer_runner, *make_args, skip=key in skip))
     return rows
 
 
-# -- running and scoring --------------------------------------------------------------------------
+# -- scoring --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Score:
-    success: torch.Tensor
-    distances: torch.Tensor  # attack norm, 0-255, inf for failures
-
-
-def score(task: Task, norm: str, adversarial: torch.Tensor, *, rounded: bool = True) -> Score:
-    """Success and distance of the output rounded to 8 bits (or, for reference, as it is)."""
+def score(
+    task: Task, norm: str, adversarial: torch.Tensor, *, on_grid: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Success and distance (0-255, inf for failures) of the output rounded to 8 bits (or, for
+    reference, as it is)."""
     output = adversarial.to(task.images.device, torch.float32).clamp(0, 1)
-    if rounded:
-        output = quantize(output)
-    with torch.no_grad():
-        predicted = task.clf(output).argmax(dim=1)
-    success = (predicted != task.labels).cpu()
-    if rounded:
+    if on_grid:
+        output = h.rounded(task.images, output)
+    success = (h.predict(task.clf, output) != task.labels).cpu()
+    if on_grid:
         distances = measure(task.images, output).of(norm).clone()
     else:
         delta = (output - task.images).flatten(1).double() * 255
         size = delta.norm(dim=1) if norm == "l2" else delta.abs().amax(dim=1)
         distances = size.cpu()
     distances[~success] = math.inf
-    return Score(success, distances)
-
-
-def run_rows(rows: list[Row], repeats: int) -> None:
-    for row in rows:
-        if row.runner is None:
-            continue
-        log(f"{row.name}")
-        try:
-            for repeat in range(repeats):
-                start = time.perf_counter()
-                outcome = row.runner()
-                row.seconds.append(time.perf_counter() - start)
-                row.outcome = outcome
-                log(f"  run {repeat + 1}/{repeats}: {row.seconds[-1]:.1f} s")
-        except Exception as error:  # a peer's failure is reported, not fatal
-            row.error = f"failed: {type(error).__name__}: {error}"
-            log(f"  {row.error}")
+    return success, distances
 
 
 def _median(values: torch.Tensor) -> float:
@@ -375,7 +205,7 @@ def _median(values: torch.Tensor) -> float:
     return float(np.median(values.double().numpy()))
 
 
-def table(task: Task, norm: str, rows: list[Row], markdown: bool) -> str:
+def table(task: Task, norm: str, rows: list[h.Row], markdown: bool) -> str:
     header = [
         "method",
         "iterations",
@@ -391,40 +221,30 @@ def table(task: Task, norm: str, rows: list[Row], markdown: bool) -> str:
     body = []
     n = len(task.images)
     for row in rows:
-        if row.outcome is None or not row.seconds:
-            reason = row.note or row.error or "no result"
-            body.append([row.name, *("-" for _ in header[1:-1]), reason])
+        if not row.done:
+            body.append([row.name, *("-" for _ in header[1:-1]), row.reason])
             continue
-        result = score(task, norm, row.outcome.adversarial)
-        floating = score(task, norm, row.outcome.adversarial, rounded=False)
-        top = "-" if math.isnan(row.outcome.max_queries) else f"{row.outcome.max_queries:.0f}"
+        outcome: Outcome = row.outcome
+        success, distances = score(task, norm, outcome.adversarial)
+        success_float, distances_float = score(task, norm, outcome.adversarial, on_grid=False)
+        top = "-" if math.isnan(outcome.max_queries) else f"{outcome.max_queries:.0f}"
         cells = [
             row.name,
-            row.outcome.iterations,
-            f"{row.outcome.queries:.0f}, {top}",
-            f"{int(result.success.sum())}/{n}",
-            f"{_median(result.distances):.1f}",
-            f"{int(floating.success.sum())}/{n}, {_median(floating.distances):.1f}",
-            f"{statistics.median(row.seconds):.2f}",
+            outcome.iterations,
+            f"{outcome.queries:.0f}, {top}",
+            f"{int(success.sum())}/{n}",
+            f"{_median(distances):.1f}",
+            f"{int(success_float.sum())}/{n}, {_median(distances_float):.1f}",
+            f"{row.median:.2f}",
         ]
         if few:
-            cells.insert(5, ", ".join(f"{float(v):.0f}" for v in result.distances))
+            cells.insert(5, ", ".join(f"{float(v):.0f}" for v in distances))
         body.append(cells)
-    return render(header, body, markdown, rule=True)
+    return h.render(header, body, markdown, rule=True)
 
 
-def environment(device: torch.device) -> list[str]:
-    art = package_version("adversarial-robustness-toolbox")
-    return [
-        versions_line(),
-        f"peers: foolbox {package_version('foolbox')}, ART {art}",
-        device_line(device),
-        *load_lines(),
-    ]
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = h.arguments(__doc__, repeats=1, threads=2)
     parser.add_argument("--queries", type=int, default=1000, help="queries per image (1000)")
     parser.add_argument(
         "--photo-queries", type=int, default=None, help="queries per photo (default --queries)"
@@ -432,63 +252,49 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--digits", type=int, default=32, help="digits attacked (32; 0 skips)")
     parser.add_argument("--photos", type=int, default=2, help="photos attacked (2; 0 skips)")
     parser.add_argument("--norms", default="l2,linf", help="threat models on the digits")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per row (1)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads on the CPU (2)")
-    parser.add_argument("--markdown", action="store_true", help="print GitHub markdown tables")
-    parser.add_argument("--skip", default="", help="peers to leave out: foolbox,art")
     parser.add_argument(
         "--attacks", default="hsj,boundary", help="attacks compared: hsj,boundary (both)"
     )
     parser.add_argument(
         "--only-trompe", action="store_true", help="trompe's rows only (for quick checks)"
     )
-    args = parser.parse_args(argv)
-    if args.repeats < 1 or args.queries < 1:
-        parser.error("--repeats and --queries must be at least 1")
-    require_device(parser, args.device)
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = h.parse(parser, argv)
+    if args.queries < 1:
+        parser.error("--queries must be at least 1")
     started = time.perf_counter()
-    cpu_threads(args.device, args.threads)
     device = torch.device(args.device)
-    warnings.filterwarnings("ignore")
-    skip = comma_list(args.skip, lower=True)
-    norms = tuple(comma_list(args.norms))
     tasks: list[tuple[Task, int]] = []
     if args.digits > 0:
-        tasks.append((digits_task(args.digits, device, norms), args.queries))
+        clf, images, labels = h.digits_batch(args.digits, device)
+        norms = tuple(h.comma_list(args.norms))
+        tasks.append((Task("digits CNN, 8x8", clf, images, labels, norms), args.queries))
     if args.photos > 0:
-        tasks.append((photo_task(args.photos, device), args.photo_queries or args.queries))
+        clf, images, labels, _ = h.lite0_photos(device, h.BUNDLED[: args.photos])
+        task = Task("Lite0, photos at 224", clf, images, labels, ("l2",))
+        tasks.append((task, args.photo_queries or args.queries))
 
-    title = "#" if args.markdown else ""
-    bullet = "- " if args.markdown else ""
-    out = [f"{title}# Decision-based attacks, untargeted, the same query budget per row", ""]
-    out += [bullet + line for line in environment(device)]
-    out.append(
-        bullet + "success and distance on the output rounded to 8 bits and re-predicted; "
+    report = h.Report(args.markdown)
+    report.heading("Decision-based attacks, untargeted, the same query budget per row")
+    report.bullets(
+        *h.environment(device, "foolbox", "art"),
+        "success and distance on the output rounded to 8 bits and re-predicted; "
         "distances in 0-255 units, median over all images (a failure counts as inf); peers' "
-        "queries counted by a wrapper around the model, their iterations set to fit the budget"
+        "queries counted by a wrapper around the model, their iterations set to fit the budget",
     )
-    attacks = comma_list(args.attacks)
-    for attack in attacks:
+    for attack in h.comma_list(args.attacks):
         for task, budget in tasks:
             for norm in task.norms:
                 if attack == "boundary" and norm != "l2":
                     continue
                 heading = f"{attack}: {task.name}, {len(task.images)} images, {norm}"
-                log(f"== {heading}, {budget} queries")
-                rows = build_rows(task, norm, budget, skip, attack)
+                h.log(f"== {heading}, {budget} queries")
+                rows = build_rows(task, norm, budget, args.skip, attack)  # type: ignore[arg-type]
                 if args.only_trompe:
                     rows = [r for r in rows if r.name.startswith("trompe")]
-                run_rows(rows, args.repeats)
-                out += ["", f"{title}## {heading}, {budget} queries per image", ""]
-                out.append(table(task, norm, rows, args.markdown))
-    out += ["", bullet + f"total wall time {time.perf_counter() - started:.0f} s"]
-    print("\n".join(out))
+                h.run_rows(rows, args.repeats, interleave=False)
+                report.heading(f"{heading}, {budget} queries per image", 2)
+                report.add(table(task, norm, rows, args.markdown))
+    report.print(started)
     return 0
 
 

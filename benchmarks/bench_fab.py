@@ -41,100 +41,29 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import contextlib
-import importlib
-import importlib.metadata
-import math
-import platform
-import statistics
 import sys
-import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+# benchmarks/_harness.py and _peers.py: found because a script's own folder is first on sys.path.
+import _harness as h
 import torch
-
-# benchmarks/_common.py: found because a script's own folder is first on sys.path.
-from _common import PHOTOS, digits_batch, lite0_photos, log, render
+from _peers import has_attack, torchattacks_fab
 
 import trompe
 from trompe.attacks import Goal, Targeted, Untargeted, measure
 from trompe.attacks.fab import FAB
-from trompe.images import quantize
-
-PEER_NORM = {"linf": "Linf", "l2": "L2"}
-PEER_EPS = {"linf": 1.0, "l2": 100.0}  # large: torchattacks drops results above eps
 
 #: (images, labels, targets or None) -> adversarial images
 Runner = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
-# -- scoring --------------------------------------------------------------------------------------
-
-
 @dataclass
-class Row:
-    table: str
-    name: str
-    group: str = ""  # rows of one group attack the same images with the same norm and steps
+class FabRow(h.Row):
+    table: str = ""
     met: torch.Tensor | None = None  # per image: the goal holds after 8-bit rounding
     met_float: torch.Tensor | None = None  # per image: before rounding
     size: torch.Tensor | None = None  # per image: norm of the 8-bit change, 0-255 units
-    seconds: float = math.nan
-    note: str = ""
-
-
-def score(
-    clf: trompe.Classifier,
-    images: torch.Tensor,
-    output: torch.Tensor,
-    goal: Goal,
-    norm: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per image: success after 8-bit rounding, success before, and the 8-bit norm."""
-    rounded = quantize(output.clamp(0, 1))
-    with torch.no_grad():
-        met = goal.met(clf(rounded)).cpu()
-        met_float = goal.met(clf(output.clamp(0, 1))).cpu()
-    return met, met_float, measure(images, rounded).of(norm)
-
-
-def summarise(row: Row, common: torch.Tensor | None) -> tuple[str, ...]:
-    if row.met is None or row.size is None or row.met_float is None:
-        return (row.name, "-", "-", "-", "-", "-", "-", row.note)
-    inf = torch.full_like(row.size, math.inf)
-    with_failures = torch.where(row.met, row.size, inf)
-    ok = row.size[row.met]
-    shared = row.size[common] if common is not None and bool(common.any()) else None
-    return (
-        row.name,
-        f"{float(row.met.float().mean()):.0%}",
-        _fmt(float(with_failures.median())),
-        _fmt(float(ok.median())) if len(ok) else "-",
-        _fmt(float(shared.median())) + f" ({len(shared)})" if shared is not None else "-",
-        f"{float(row.met_float.float().mean()):.0%}",
-        _fmt(row.seconds, 2),
-        row.note,
-    )
-
-
-def timed(
-    run: Runner,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    targets: torch.Tensor | None,
-    repeats: int,
-) -> tuple[torch.Tensor, float]:
-    times, output = [], images
-    for _ in range(repeats):
-        start = time.perf_counter()
-        output = run(images, labels, targets)
-        times.append(time.perf_counter() - start)
-    return output, statistics.median(times)
-
-
-# -- the runners ----------------------------------------------------------------------------------
 
 
 def trompe_fab(clf: trompe.Classifier, norm: str, steps: int, **options: int) -> Runner:
@@ -149,126 +78,137 @@ def trompe_fab(clf: trompe.Classifier, norm: str, steps: int, **options: int) ->
     return run
 
 
-def torchattacks_fab(clf: trompe.Classifier, norm: str, steps: int, multi: bool = False) -> Runner:
-    import torchattacks
-
-    attack = torchattacks.FAB(
-        clf,
-        norm=PEER_NORM[norm],
-        eps=PEER_EPS[norm],
-        steps=steps,
-        n_restarts=1,
-        multi_targeted=multi,
-        n_classes=10,
-        seed=0,
-    )
-
-    def run(
-        images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None
-    ) -> torch.Tensor:
-        with contextlib.redirect_stdout(sys.stderr):  # it prints the mode change
-            if targets is None:
-                attack.set_mode_default()
-            else:
-                # torchattacks takes the true labels and computes the targets with a function.
-                attack.set_mode_targeted_by_function(lambda _images, _labels: targets)
-        output: torch.Tensor = attack(images, labels)
-        return output
-
-    return run
+def score(row: FabRow, clf: trompe.Classifier, images: torch.Tensor, goal: Goal, norm: str) -> None:
+    """Per image: success after 8-bit rounding, success before, and the 8-bit norm."""
+    if not row.done:
+        return
+    output = row.outcome
+    with torch.no_grad():
+        row.met = goal.met(clf(h.rounded(images, output))).cpu()
+        row.met_float = goal.met(clf(output.clamp(0, 1))).cpu()
+    row.size = measure(images, h.rounded(images, output)).of(norm)
 
 
-def _has_fab(package: str, module: str) -> str:
-    try:
-        found = importlib.import_module(module)
-    except ImportError:
-        return f"{package} not installed"
-    names = [n for n in dir(found) if "fab" in n.lower() or "adaptiveboundary" in n.lower()]
-    version = importlib.metadata.version(package)
-    return f"{package} {version}: " + (f"has {names}" if names else "no FAB attack")
-
-
-# -- the tables -----------------------------------------------------------------------------------
-
-
-def digits_rows(args: argparse.Namespace, device: torch.device) -> list[Row]:
-    log("training the digits CNN ...")
-    clf, images, labels = digits_batch(args.size, device)
+def digits_rows(args: argparse.Namespace, device: torch.device) -> list[FabRow]:
+    h.log("training the digits CNN ...")
+    clf, images, labels = h.digits_batch(args.size, device)
     targets = (labels + 1 + torch.arange(len(labels), device=device) % 9) % 10
-    rows: list[Row] = []
     peers = (
-        _has_fab("foolbox", "foolbox.attacks"),
-        _has_fab("adversarial-robustness-toolbox", "art.attacks.evasion"),
+        has_attack("foolbox", "foolbox.attacks", "fab", "adaptiveboundary"),
+        has_attack(
+            "adversarial-robustness-toolbox", "art.attacks.evasion", "fab", "adaptiveboundary"
+        ),
     )
+    rows: list[FabRow] = []
     for targeted in (False, True):
         table = "digits, targeted" if targeted else "digits, untargeted"
         wanted = targets if targeted else None
         goal: Goal = Targeted(targets) if targeted else Untargeted(labels)
         for norm in ("linf", "l2", "l1"):
             for steps in sorted({args.steps, 10}, reverse=True):
-                runners: list[tuple[str, Runner]] = [
-                    (f"trompe FAB {norm}, {steps} steps", trompe_fab(clf, norm, steps))
+                group = f"{table} {norm} {steps}"
+                batch = [
+                    FabRow(
+                        f"trompe FAB {norm}, {steps} steps",
+                        trompe_fab(clf, norm, steps),
+                        group=group,
+                        table=table,
+                    )
                 ]
-                if norm in PEER_NORM:
-                    runners.append(
-                        (
-                            f"torchattacks FAB {norm}, {steps} steps",
-                            torchattacks_fab(clf, norm, steps),
+                if norm != "l1":
+                    name = f"torchattacks FAB {norm}, {steps} steps"
+                    batch.append(
+                        h.setup_row(
+                            name,
+                            torchattacks_fab,
+                            *(clf, norm, steps),
+                            skip="torchattacks" in args.skip,
+                            cls=FabRow,
+                            group=group,
+                            table=table,
                         )
                     )
-                for name, run in runners:
-                    log(f"{table}: {name}")
-                    run(images[:4], labels[:4], None if wanted is None else wanted[:4])
-                    output, seconds = timed(run, images, labels, wanted, args.repeats)
-                    met, met_float, size = score(clf, images, output, goal, norm)
-                    group = f"{table} {norm} {steps}"
-                    rows.append(Row(table, name, group, met, met_float, size, seconds))
+                small = None if wanted is None else wanted[:4]
+                batch = [
+                    r.bind(images, labels, wanted, warm=(images[:4], labels[:4], small))
+                    for r in batch
+                ]
+                h.log(f"{table}: {norm}, {steps} steps")
+                h.run_rows(batch, args.repeats, device, interleave=False)
+                for row in batch:
+                    score(row, clf, images, goal, norm)
+                rows += batch
             if norm == "l1":
-                rows.append(Row(table, "torchattacks FAB l1", note="no L1 in its perturb()"))
+                rows.append(
+                    FabRow("torchattacks FAB l1", None, "no L1 in its perturb()", table=table)
+                )
         for peer in peers:
-            rows.append(Row(table, peer.split(":")[0], note=peer.split(": ", 1)[1]))
+            rows.append(FabRow(peer.split(":")[0], None, peer.split(": ", 1)[-1], table=table))
     return rows
 
 
-def photo_rows(args: argparse.Namespace, device: torch.device) -> list[Row]:
+def photo_rows(args: argparse.Namespace, device: torch.device) -> list[FabRow]:
     if args.photos <= 0:
         return []
-    log("loading EfficientNet-Lite0 and the photos ...")
-    clf, batch, labels, _ = lite0_photos(device, PHOTOS, limit=args.photos)
+    h.log("loading EfficientNet-Lite0 and the photos ...")
+    clf, batch, labels, _ = h.lite0_photos(device, h.PHOTOS, limit=args.photos)
     table = f"{len(batch)} photos, Lite0 224 px, untargeted"
-    goal = Untargeted(labels)
     steps = args.photo_steps
-    runners: list[tuple[str, Runner]] = [
-        (
+    rows = [
+        FabRow(
             f"trompe FAB linf, {steps} steps x 9 rivals",
             trompe_fab(clf, "linf", steps, candidates=9),
+            group=table,
+            table=table,
         ),
-        (
+        h.setup_row(
             f"torchattacks FAB-T linf, 9 targets x {steps} steps",
-            torchattacks_fab(clf, "linf", steps, multi=True),
+            torchattacks_fab,
+            *(clf, "linf", steps, True),
+            skip="torchattacks" in args.skip,
+            cls=FabRow,
+            group=table,
+            table=table,
         ),
     ]
-    rows = []
-    for name, run in runners:
-        log(f"{table}: {name}")
-        output, seconds = timed(run, batch, labels, None, 1)
-        met, met_float, size = score(clf, batch, output, goal, "linf")
-        rows.append(Row(table, name, table, met, met_float, size, seconds))
+    rows = [r.bind(batch, labels, None) for r in rows]
+    h.run_rows(rows, 1, device, interleave=False)
+    for row in rows:
+        score(row, clf, batch, Untargeted(labels), "linf")
     return rows
 
 
-# -- output ---------------------------------------------------------------------------------------
+def summarise(row: FabRow, common: torch.Tensor | None) -> list[str]:
+    if row.met is None or row.size is None or row.met_float is None:
+        return [row.name, "-", "-", "-", "-", "-", "-", row.note or row.error or ""]
+    ok = row.size[row.met]
+    shared = row.size[common] if common is not None and bool(common.any()) else None
+    return [
+        row.name,
+        f"{float(row.met.float().mean()):.0%}",
+        h.number(h.median_inf(row.met, row.size, lower=True)),
+        h.number(float(ok.median())) if len(ok) else "-",
+        h.number(float(shared.median())) + f" ({len(shared)})" if shared is not None else "-",
+        f"{float(row.met_float.float().mean()):.0%}",
+        h.number(row.median, 2),
+        row.note,
+    ]
 
 
-def _fmt(value: float, digits: int = 1) -> str:
-    if math.isnan(value):
-        return "-"
-    if math.isinf(value):
-        return "inf"
-    return f"{value:.{digits}f}"
-
-
-def render_tables(rows: list[Row], markdown: bool) -> str:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = h.arguments(__doc__, repeats=3, threads=2)
+    parser.add_argument("--size", type=int, default=64, help="digits attacked (default 64)")
+    parser.add_argument("--steps", type=int, default=100, help="FAB iterations (default 100)")
+    parser.add_argument("--photos", type=int, default=4, help="photos on Lite0 (0: none)")
+    parser.add_argument("--photo-steps", type=int, default=20, help="FAB steps on photos")
+    args = h.parse(parser, argv)
+    device = torch.device(args.device)
+    rows = digits_rows(args, device) + photo_rows(args, device)
+    report = h.Report(args.markdown)
+    report.add(
+        f"FAB benchmark: {'; '.join(h.environment(device, 'torchattacks'))}; norms in 0-255 units "
+        f"on the 8-bit outputs; times: median of {args.repeats} (photos: 1 run)"
+    )
     header = (
         "attack",
         "success (8-bit)",
@@ -283,38 +223,12 @@ def render_tables(rows: list[Row], markdown: bool) -> str:
     for row in rows:
         if row.met is not None:
             common[row.group] = common.get(row.group, row.met) & row.met
-    lines = []
     for table in dict.fromkeys(r.table for r in rows):
-        lines.append(f"\n### {table}\n" if markdown else f"\n== {table} ==")
-        body = [summarise(r, common.get(r.group)) for r in rows if r.table == table]
-        lines.append(render(header, body, markdown))
-    return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=64, help="digits attacked (default 64)")
-    parser.add_argument("--steps", type=int, default=100, help="FAB iterations (default 100)")
-    parser.add_argument("--photos", type=int, default=4, help="photos on Lite0 (0: none)")
-    parser.add_argument("--photo-steps", type=int, default=20, help="FAB steps on photos")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (median)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (0: default)")
-    parser.add_argument("--markdown", action="store_true", help="print markdown tables")
-    args = parser.parse_args()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    device = torch.device(args.device)
-    rows = digits_rows(args, device) + photo_rows(args, device)
-    versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in ("torch", "torchattacks"))
-    print(
-        f"FAB benchmark: {platform.processor() or platform.machine()}, {args.device}, "
-        f"{torch.get_num_threads()} threads, {versions}; norms in 0-255 units on the 8-bit "
-        f"outputs; times: median of {args.repeats} (photos: 1 run)"
-    )
-    print(render_tables(rows, args.markdown))
+        report.heading(table, 2)
+        report.table(header, [summarise(r, common.get(r.group)) for r in rows if r.table == table])
+    report.print()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -51,42 +51,26 @@ import os
 # torch is imported, where the OpenMP runtime reads it; an explicit setting is respected.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from statistics import median
 
-import numpy as np
+# benchmarks/_harness.py and _peers.py: found because a script's own folder is first on sys.path.
+import _harness as h
 import torch
 import torch.nn.functional as F
-
-# benchmarks/_common.py: found because a script's own folder is first on sys.path.
-from _common import (
-    art_classifier,
-    comma_list,
-    cpu_threads,
-    device_line,
-    load_lines,
-    load_photos,
-    log,
-    package_version,
-    render,
-    require_device,
-    sync,
-    versions_line,
-)
+from _peers import art_pgd, foolbox_pgd, torchattacks_pgd
 
 import trompe
 from trompe.attacks import PGD, AttackResult, Targeted, measure
-from trompe.images import quantize
 
 MODEL = "efficientnet_lite0"
 CONFIDENCE = 0.99
 
-#: (photo, target class): the photos of ``_common.PHOTOS``, in its order (the first two ship
+#: (photo, target class): the photos of ``_harness.PHOTOS``, in its order (the first two ship
 #: with trompe, the others are the colour photos of scikit-image's data folder).
 PHOTOS: tuple[tuple[str, int], ...] = (
     ("chelsea", 951),  # cat -> lemon
@@ -98,14 +82,11 @@ PHOTOS: tuple[tuple[str, int], ...] = (
 )
 
 
-# -- the batch ------------------------------------------------------------------------------------
-
-
 def load_batch(
     clf: trompe.Classifier, device: torch.device, limit: int | None
 ) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
     """The photos at the model's input size on the 8-bit grid, their targets, names, notes."""
-    images, names, missing = load_photos(clf, [name for name, _ in PHOTOS], device)
+    images, names, missing = h.load_photos(clf, [name for name, _ in PHOTOS], device)
     notes = []
     if missing:
         notes.append(
@@ -133,16 +114,16 @@ def score(
     clf: trompe.Classifier, images: torch.Tensor, adversarial: torch.Tensor, targets: torch.Tensor
 ) -> Score:
     """Round to 8 bits, re-predict, and measure: the same for every row."""
-    rounded = quantize(adversarial.detach().to(images.device).clamp(0, 1))
+    output = h.rounded(images, adversarial)
     with torch.no_grad():
-        probs = clf(rounded).softmax(dim=1)
+        probs = clf(output).softmax(dim=1)
     target_prob = probs.gather(1, targets[:, None]).squeeze(1)
     top1 = probs.argmax(dim=1) == targets
     return Score(
         success=(top1 & (target_prob >= CONFIDENCE)).cpu(),
         top1=top1.cpu(),
         target_prob=target_prob.cpu(),
-        max_linf=float(measure(images, rounded).linf.max()),
+        max_linf=float(measure(images, output).linf.max()),
     )
 
 
@@ -159,35 +140,15 @@ class Setting:
 
 
 @dataclass
-class Outcome:
-    adversarial: torch.Tensor
-    result: AttackResult | None = None  # trompe's own result, for its step counts
+class PgdRow(h.Row):
+    """A row; its outcome is trompe's AttackResult, or the peer's output."""
 
-
-# A row runs the attack on (images, targets) with a number of steps (a short one to warm up).
-Runner = Callable[[torch.Tensor, torch.Tensor, int], Outcome]
-
-
-@dataclass
-class Row:
-    name: str
-    runner: Runner | None
     fixed: bool = True  # every image takes every step
-    note: str = ""
-    group: str = "main"  # "main" table, or "early" (the early-stopping experiment only)
-    seconds: list[float] = field(default_factory=list)  # wall clock, per timed run
-    cpu_seconds: list[float] = field(default_factory=list)  # CPU time of this process, per run
-    repeats: list[int] = field(default_factory=list)  # the repeat each timing belongs to
-    outcome: Outcome | None = None
     score: Score | None = None
-    error: str | None = None
 
-
-def _seed_global(seed: int) -> None:
-    # The peers draw their random start from the global generators; reseed them before each run
-    # so that every repeat of a row does the same work. (trompe takes a seed instead.)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
+    @property
+    def result(self) -> AttackResult | None:
+        return self.outcome if isinstance(self.outcome, AttackResult) else None
 
 
 def _random_start(images: torch.Tensor, setting: Setting) -> torch.Tensor:
@@ -212,23 +173,23 @@ def _plain_step(
     return torch.minimum(torch.maximum(x, low), high).clamp(0, 1)
 
 
-def plain_loop(clf: trompe.Classifier, setting: Setting) -> Runner:
+def plain_loop(clf: trompe.Classifier, setting: Setting) -> Callable[..., torch.Tensor]:
     """The floor: the textbook loop and nothing else."""
 
-    def run(images: torch.Tensor, targets: torch.Tensor, steps: int) -> Outcome:
+    def run(images: torch.Tensor, targets: torch.Tensor, steps: int) -> torch.Tensor:
         x = _random_start(images, setting)
         low, high = images - setting.eps, images + setting.eps
         for _ in range(steps):
             x = _plain_step(clf, x, targets, low, high, setting.step_size)
-        return Outcome(x)
+        return x
 
     return run
 
 
 def trompe_pgd(
     clf: trompe.Classifier, setting: Setting, *, early_stop: bool, confidence: float | None
-) -> Runner:
-    def run(images: torch.Tensor, targets: torch.Tensor, steps: int) -> Outcome:
+) -> Callable[..., AttackResult]:
+    def run(images: torch.Tensor, targets: torch.Tensor, steps: int) -> AttackResult:
         attack = PGD(
             eps=setting.eps,
             norm="linf",
@@ -238,120 +199,45 @@ def trompe_pgd(
             early_stop=early_stop,
             seed=setting.seed,
         )
-        result = attack(clf, images, Targeted(targets, confidence=confidence))
-        return Outcome(result.adversarial, result)
-
-    return run
-
-
-def torchattacks_pgd(clf: trompe.Classifier, setting: Setting) -> Runner:
-    import torchattacks
-
-    def run(images: torch.Tensor, targets: torch.Tensor, steps: int) -> Outcome:
-        _seed_global(setting.seed)
-        attack = torchattacks.PGD(
-            clf, eps=setting.eps, alpha=setting.step_size, steps=steps, random_start=True
-        )
-        attack.set_mode_targeted_by_label(quiet=True)
-        return Outcome(attack(images, targets))
-
-    return run
-
-
-def foolbox_pgd(clf: trompe.Classifier, setting: Setting) -> Runner:
-    import foolbox as fb
-
-    # The Classifier normalises inside: no preprocessing argument.
-    model = fb.PyTorchModel(clf, bounds=(0, 1), device=setting.device)
-
-    def run(images: torch.Tensor, targets: torch.Tensor, steps: int) -> Outcome:
-        _seed_global(setting.seed)
-        attack = fb.attacks.LinfPGD(abs_stepsize=setting.step_size, steps=steps, random_start=True)
-        criterion = fb.criteria.TargetedMisclassification(targets)
-        _, clipped, _ = attack(model, images, criterion, epsilons=setting.eps)
-        return Outcome(clipped)
-
-    return run
-
-
-def art_pgd(clf: trompe.Classifier, setting: Setting, batch: int) -> Runner:
-    import logging
-
-    from art.attacks.evasion import ProjectedGradientDescentPyTorch
-
-    logging.getLogger("art").setLevel(logging.WARNING)
-    shape = (3, *(clf.input_size or (224, 224)))
-    estimator = art_classifier(clf, shape, clf.num_classes, setting.device)
-
-    def run(images: torch.Tensor, targets: torch.Tensor, steps: int) -> Outcome:
-        _seed_global(setting.seed)
-        attack = ProjectedGradientDescentPyTorch(
-            estimator,
-            norm=np.inf,
-            eps=setting.eps,
-            eps_step=setting.step_size,
-            max_iter=steps,
-            targeted=True,
-            num_random_init=1,  # one uniform random start, as the other rows
-            batch_size=batch,
-            verbose=False,
-        )
-        # ART works on NumPy arrays: the conversions are part of its cost.
-        adversarial = attack.generate(x=images.cpu().numpy(), y=targets.cpu().numpy())
-        return Outcome(torch.from_numpy(adversarial).to(images.device))
+        return attack(clf, images, Targeted(targets, confidence=confidence))
 
     return run
 
 
 def build_rows(
     clf: trompe.Classifier, setting: Setting, batch: int, skip: Sequence[str]
-) -> list[Row]:
+) -> list[PgdRow]:
+    s = setting
     rows = [
-        Row("plain loop (floor)", plain_loop(clf, setting)),
-        Row(
+        PgdRow("plain loop (floor)", plain_loop(clf, s), group="main"),
+        PgdRow(
             "trompe PGD, early_stop=False",
-            trompe_pgd(clf, setting, early_stop=False, confidence=CONFIDENCE),
+            trompe_pgd(clf, s, early_stop=False, confidence=CONFIDENCE),
+            group="main",
         ),
-        Row(
+        PgdRow(
             f"trompe PGD, early_stop=True, p>={CONFIDENCE}",
-            trompe_pgd(clf, setting, early_stop=True, confidence=CONFIDENCE),
+            trompe_pgd(clf, s, early_stop=True, confidence=CONFIDENCE),
+            group="main",
             fixed=False,
         ),
     ]
-    peers: list[tuple[str, str, Callable[[], Runner]]] = [
-        ("torchattacks", "torchattacks PGD", lambda: torchattacks_pgd(clf, setting)),
-        ("foolbox", "Foolbox LinfPGD", lambda: foolbox_pgd(clf, setting)),
-        (
-            "adversarial-robustness-toolbox",
-            "ART ProjectedGradientDescentPyTorch",
-            lambda: art_pgd(clf, setting, batch),
-        ),
+    common = (clf, s.eps, s.step_size, s.seed)
+    peers: list[tuple[str, str, Callable[..., Callable[..., torch.Tensor]], tuple[object, ...]]] = [
+        ("torchattacks", "torchattacks PGD", torchattacks_pgd, common),
+        ("foolbox", "Foolbox LinfPGD", foolbox_pgd, (*common, s.device)),
+        ("art", "ART ProjectedGradientDescentPyTorch", art_pgd, (*common, batch, s.device)),
     ]
-    short = {
-        "torchattacks": "torchattacks",
-        "foolbox": "foolbox",
-        "art": "adversarial-robustness-toolbox",
-    }
-    skipped = {short.get(s, s) for s in skip}
-    for package, name, make in peers:
-        version = package_version(package)
+    for key, name, make, make_args in peers:
+        version = h.package_version(key)
         label = f"{name} {version}" if version != "not installed" else name
-        if package in skipped:
-            rows.append(Row(label, None, note="skipped (--skip)"))
-            continue
-        try:
-            runner = make()
-        except ImportError as error:
-            rows.append(Row(label, None, note=f"not installed ({error})"))
-            continue
-        except Exception as error:  # a peer that breaks must not stop the benchmark
-            rows.append(Row(label, None, note=f"failed to set up: {type(error).__name__}: {error}"))
-            continue
-        rows.append(Row(label, runner))
+        rows.append(
+            h.setup_row(label, make, *make_args, skip=key in skip, cls=PgdRow, group="main")
+        )
     rows.append(
-        Row(
+        PgdRow(
             "trompe PGD, early_stop=True, top-1 only",
-            trompe_pgd(clf, setting, early_stop=True, confidence=None),
+            trompe_pgd(clf, s, early_stop=True, confidence=None),
             fixed=False,
             group="early",
         )
@@ -360,69 +246,6 @@ def build_rows(
 
 
 # -- running --------------------------------------------------------------------------------------
-
-
-def timed(
-    runner: Runner,
-    images: torch.Tensor,
-    targets: torch.Tensor,
-    steps: int,
-) -> tuple[float, float, Outcome]:
-    """Wall-clock and CPU seconds of one run.
-
-    CPU time counts the work of all this process's threads; it is reported next to the wall
-    clock as a second view (other processes still slow it through shared caches and memory).
-    On a GPU only the wall clock means anything.
-    """
-    sync(images.device)
-    start, start_cpu = time.perf_counter(), time.process_time()
-    outcome = runner(images, targets, steps)
-    sync(images.device)
-    return time.perf_counter() - start, time.process_time() - start_cpu, outcome
-
-
-def run_all(
-    clf: trompe.Classifier,
-    rows: list[Row],
-    images: torch.Tensor,
-    targets: torch.Tensor,
-    setting: Setting,
-    repeats: int,
-    warmup_steps: int,
-) -> None:
-    active = [row for row in rows if row.runner is not None]
-    log(f"warm-up: {warmup_steps} steps per row")
-    for row in active:
-        assert row.runner is not None
-        try:
-            timed(row.runner, images, targets, warmup_steps)
-        except Exception as error:
-            row.error = f"{type(error).__name__}: {error}"
-            log(f"  {row.name}: failed: {row.error}")
-    active = [row for row in active if row.error is None]
-    for repeat in range(repeats):
-        # Forward, then backward order (A B C ... C B A): a load that drifts during the run hits
-        # every row alike on average, and the floor and trompe's fixed-step run, neighbours in
-        # the list, always run back to back, each first in turn: their per-repeat ratio is the
-        # figure that the noise of a shared machine disturbs least.
-        for row in active if repeat % 2 == 0 else active[::-1]:
-            assert row.runner is not None
-            if row.error is not None:
-                continue
-            try:
-                seconds, cpu, outcome = timed(row.runner, images, targets, setting.steps)
-            except Exception as error:
-                row.error = f"{type(error).__name__}: {error}"
-                log(f"  {row.name}: failed: {row.error}")
-                continue
-            row.seconds.append(seconds)
-            row.cpu_seconds.append(cpu)
-            row.repeats.append(repeat)
-            row.outcome = outcome
-            log(f"  repeat {repeat + 1}/{repeats}  {row.name}: {seconds:.2f} s (CPU {cpu:.2f} s)")
-    for row in active:
-        if row.outcome is not None:
-            row.score = score(clf, images, row.outcome.adversarial, targets)
 
 
 @dataclass
@@ -479,7 +302,7 @@ def interleaved_steps(
             result.plain_cpu.append(end[1] - start[1])
         last = (time.perf_counter(), time.process_time())
 
-    log(f"interleaved: one trompe run of {steps} steps, a plain-loop step after each")
+    h.log(f"interleaved: one trompe run of {steps} steps, a plain-loop step after each")
     attack = PGD(
         eps=setting.eps,
         steps=steps,
@@ -495,29 +318,25 @@ def interleaved_steps(
 # -- tables ---------------------------------------------------------------------------------------
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
-def _find(rows: list[Row], prefix: str) -> Row | None:
+def _find(rows: list[PgdRow], prefix: str) -> PgdRow | None:
     return next((r for r in rows if r.name.startswith(prefix) and r.seconds), None)
 
 
-def _passes(row: Row, batch: int, steps: int) -> int:
+def _passes(row: PgdRow, batch: int, steps: int) -> int:
     """Gradient passes (one image through forward + backward) the row spent."""
-    if row.outcome is not None and row.outcome.result is not None:
-        return int(row.outcome.result.gradients.sum())
+    if row.result is not None:
+        return int(row.result.gradients.sum())
     return batch * steps
 
 
-def _steps_text(row: Row, steps: int) -> str:
-    if row.fixed or row.outcome is None or row.outcome.result is None:
+def _steps_text(row: PgdRow, steps: int) -> str:
+    if row.fixed or row.result is None:
         return str(steps)
-    taken = row.outcome.result.steps.tolist()
+    taken = row.result.steps.tolist()
     return f"{statistics.mean(taken):.1f} ({min(taken)}-{max(taken)})"
 
 
-def main_table(rows: list[Row], batch: int, steps: int, on_cpu: bool, markdown: bool) -> str:
+def main_table(rows: list[PgdRow], batch: int, steps: int, on_cpu: bool, markdown: bool) -> str:
     floor = _find(rows, "plain loop")
     header = ["method", "steps / image", "s (median)", "min-max"]
     if on_cpu:
@@ -532,8 +351,8 @@ def main_table(rows: list[Row], batch: int, steps: int, on_cpu: bool, markdown: 
             reason = row.note or row.error or "no result"
             body.append([row.name, *("-" for _ in header[1:-1]), reason])
             continue
-        wall = _median(row.seconds)
-        cpu = _median(row.cpu_seconds)
+        wall = statistics.median(row.seconds)
+        cpu = statistics.median(row.cpu_seconds)
         passes = _passes(row, batch, steps)
         n = len(row.score.success)
         cells = [row.name, _steps_text(row, steps), f"{wall:.2f}"]
@@ -545,9 +364,9 @@ def main_table(rows: list[Row], batch: int, steps: int, on_cpu: bool, markdown: 
         if not ratios[0]:
             cells.append("-")
         elif on_cpu:
-            cells.append(f"{_median(ratios[0]):.3f} / {_median(ratios[1]):.3f}")
+            cells.append(f"{statistics.median(ratios[0]):.3f} / {statistics.median(ratios[1]):.3f}")
         else:
-            cells.append(f"{_median(ratios[0]):.3f}")
+            cells.append(f"{statistics.median(ratios[0]):.3f}")
         cells += [
             f"{int(row.score.success.sum())}/{n}",
             f"{int(row.score.top1.sum())}/{n}",
@@ -555,10 +374,12 @@ def main_table(rows: list[Row], batch: int, steps: int, on_cpu: bool, markdown: 
             f"{row.score.max_linf:.0f}",
         ]
         body.append(cells)
-    return render(header, body, markdown, rule=True)
+    return h.render(header, body, markdown, rule=True)
 
 
-def early_table(rows: list[Row], names: list[str], batch: int, steps: int, markdown: bool) -> str:
+def early_table(
+    rows: list[PgdRow], names: list[str], batch: int, steps: int, markdown: bool
+) -> str:
     fixed = _find(rows, "trompe PGD, early_stop=False")
     early = [r for r in rows if r.name.startswith("trompe PGD, early_stop=True") and r.seconds]
     header = [
@@ -574,9 +395,9 @@ def early_table(rows: list[Row], names: list[str], batch: int, steps: int, markd
     ]
     body = []
     for row in ([fixed] if fixed else []) + early:
-        if row.outcome is None or row.outcome.result is None or row.score is None:
+        if row.result is None or row.score is None:
             continue
-        result = row.outcome.result
+        result = row.result
         passes = int(result.gradients.sum())
         n = len(row.score.success)
         body.append(
@@ -585,17 +406,19 @@ def early_table(rows: list[Row], names: list[str], batch: int, steps: int, markd
                 ", ".join(str(s) for s in result.steps.tolist()),
                 str(passes),
                 str(int(result.forwards.sum())),
-                f"{_median(row.seconds):.2f}",
-                f"{_median(row.seconds) / _median(fixed.seconds):.3f}" if fixed else "-",
+                f"{statistics.median(row.seconds):.2f}",
+                f"{statistics.median(row.seconds) / statistics.median(fixed.seconds):.3f}"
+                if fixed
+                else "-",
                 f"{passes / (batch * steps):.3f}",
                 f"{int(row.score.success.sum())}/{n}",
                 f"{int(row.score.top1.sum())}/{n}",
             ]
         )
-    return render(header, body, markdown, rule=True)
+    return h.render(header, body, markdown, rule=True)
 
 
-def paired_ratios(row: Row, base: Row) -> tuple[list[float], list[float]]:
+def paired_ratios(row: PgdRow, base: PgdRow) -> tuple[list[float], list[float]]:
     """Per-repeat ratios row / base of wall and CPU seconds, over the repeats both ran."""
     wall, cpu = [], []
     for i, repeat in enumerate(row.repeats):
@@ -606,7 +429,7 @@ def paired_ratios(row: Row, base: Row) -> tuple[list[float], list[float]]:
     return wall, cpu
 
 
-def aims(rows: list[Row], inter: Interleaved | None, steps: int, on_cpu: bool) -> list[str]:
+def aims(rows: list[PgdRow], inter: Interleaved | None, steps: int, on_cpu: bool) -> list[str]:
     """The two aims, checked on the medians (and, on the CPU, on CPU time too)."""
     lines = []
     floor = _find(rows, "plain loop")
@@ -616,22 +439,22 @@ def aims(rows: list[Row], inter: Interleaved | None, steps: int, on_cpu: bool) -
         wall, cpu = paired_ratios(fixed, floor)
         text = (
             f"(a) whole runs, trompe {steps} fixed steps / plain loop, median over the "
-            f"{len(wall)} repeats: {_median(wall):.3f} wall ({min(wall):.3f}-{max(wall):.3f})"
+            f"{len(wall)} repeats: {median(wall):.3f} wall ({min(wall):.3f}-{max(wall):.3f})"
         )
-        ok = _median(wall) <= 1.05
+        ok = statistics.median(wall) <= 1.05
         if on_cpu:
-            text += f", {_median(cpu):.3f} CPU ({min(cpu):.3f}-{max(cpu):.3f})"
-            ok = ok and _median(cpu) <= 1.05
-        text += f"; ratio of the medians {_median(fixed.seconds) / _median(floor.seconds):.3f} wall"
+            text += f", {statistics.median(cpu):.3f} CPU ({min(cpu):.3f}-{max(cpu):.3f})"
+            ok = ok and statistics.median(cpu) <= 1.05
+        text += f"; ratio of the medians {fixed.median / floor.median:.3f} wall"
         lines.append(f"{text} (aim <= 1.05): {'met' if ok else 'MISSED'}")
     if inter is not None and inter.trompe_wall:
         wall, cpu = inter.ratios("wall"), inter.ratios("cpu")
-        step_wall, step_cpu = _median(wall), _median(cpu)
+        step_wall, step_cpu = statistics.median(wall), statistics.median(cpu)
         quartiles = statistics.quantiles(wall, n=4) if len(wall) > 1 else [wall[0]] * 3
         lines.append(
             f"(a) per step, interleaved ({len(wall)} pairs of steps): trompe "
-            f"{1000 * _median(inter.trompe_wall):.1f} ms, plain loop "
-            f"{1000 * _median(inter.plain_wall):.1f} ms per step of the batch; median of the "
+            f"{1000 * statistics.median(inter.trompe_wall):.1f} ms, plain loop "
+            f"{1000 * median(inter.plain_wall):.1f} ms per step of the batch; median of the "
             f"step-by-step ratios {step_wall:.3f} wall (quartiles {quartiles[0]:.3f}-"
             f"{quartiles[2]:.3f}), {step_cpu:.3f} CPU (aim <= 1.05): "
             f"{'met' if max(step_wall, step_cpu) <= 1.05 else 'MISSED'}"
@@ -651,7 +474,7 @@ def aims(rows: list[Row], inter: Interleaved | None, steps: int, on_cpu: bool) -
     won = int(early.score.success.sum())
     for peer in peers:
         assert peer.score is not None
-        ratio = _median(early.seconds) / _median(peer.seconds)
+        ratio = statistics.median(early.seconds) / statistics.median(peer.seconds)
         theirs = int(peer.score.success.sum())
         ok = ratio <= 1 / 3 and won >= theirs
         lines.append(
@@ -661,29 +484,8 @@ def aims(rows: list[Row], inter: Interleaved | None, steps: int, on_cpu: bool) -
     return lines
 
 
-def environment(device: torch.device) -> list[str]:
-    return [
-        versions_line(),
-        f"peers: torchattacks {package_version('torchattacks')}, foolbox "
-        f"{package_version('foolbox')} (eagerpy {package_version('eagerpy')}), "
-        f"ART {package_version('adversarial-robustness-toolbox')}",
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
-        device_line(device),
-        *load_lines(),
-    ]
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (default 3)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--markdown", action="store_true", help="print GitHub markdown tables")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=2,
-        help="torch.set_num_threads on the CPU (default 2; 0 leaves torch's default)",
-    )
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = h.arguments(__doc__, repeats=3, threads=2)
     parser.add_argument("--eps", type=float, default=10.0, help="L-inf budget, 0-255 units (10)")
     parser.add_argument(
         "--step-size",
@@ -703,93 +505,80 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="steps of the run that times trompe and the plain loop step by step, in turn "
         "(30; 0 to skip; CPU only)",
     )
-    parser.add_argument(
-        "--skip", default="", help="comma-separated peers to leave out: torchattacks,foolbox,art"
-    )
-    args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
-    require_device(parser, args.device)
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = h.parse(parser, argv)
     started = time.perf_counter()
-    cpu_threads(args.device, args.threads)
     device = torch.device(args.device)
-    warnings.filterwarnings("ignore", category=UserWarning, module="foolbox")
 
     clf = trompe.load_model(MODEL).to(device)
     images, targets, names, notes = load_batch(clf, device, args.images)
     step_255 = args.step_size if args.step_size is not None else args.eps / 4
     setting = Setting(eps=args.eps / 255, step_size=step_255 / 255, steps=args.steps, device=device)
     batch = len(images)
-    skip = comma_list(args.skip, lower=True)
-    rows = build_rows(clf, setting, batch, skip)
+    rows = build_rows(clf, setting, batch, args.skip)
 
     with torch.no_grad():
         before = clf(images).softmax(dim=1)
-    log(
+    h.log(
         f"{batch} photos: "
         + ", ".join(
             f"{n} ({clf.labels[int(p.argmax())]} {float(p.max()):.2f}) -> {clf.labels[int(t)]}"
             for n, p, t in zip(names, before, targets, strict=True)
         )
     )
-    run_all(clf, rows, images, targets, setting, args.repeats, args.warmup_steps)
+    h.log(f"warm-up: {args.warmup_steps} steps per row")
+    for row in rows:
+        row.bind(images, targets, args.steps, warm=(images, targets, args.warmup_steps))
+    # Forward, then backward order (A B C ... C B A): a load that drifts during the run hits
+    # every row alike on average, and the floor and trompe's fixed-step run, neighbours in the
+    # list, always run back to back, each first in turn: their per-repeat ratio is the figure
+    # that the noise of a shared machine disturbs least.
+    h.run_rows(rows, args.repeats, device)
+    for row in rows:
+        if row.done:
+            output = row.result.adversarial if row.result is not None else row.outcome
+            row.score = score(clf, images, output, targets)
     inter = interleaved_steps(clf, setting, images, targets, args.interleaved_steps)
     elapsed = time.perf_counter() - started
 
-    title = "#" if args.markdown else ""
-    out = []
-    out.append(
-        f"{title}# PGD, {MODEL}, {batch} photos at 224x224 (8-bit), targeted, L-inf eps "
+    report = h.Report(args.markdown)
+    report.heading(
+        f"PGD, {MODEL}, {batch} photos at 224x224 (8-bit), targeted, L-inf eps "
         f"{args.eps:g}/255, step {step_255:g}/255, {args.steps} steps, random start"
     )
-    out.append("")
-    out += [("- " if args.markdown else "") + line for line in environment(device)]
-    out.append(
-        ("- " if args.markdown else "")
-        + f"seconds: median of {args.repeats} runs after a {args.warmup_steps}-step warm-up; "
+    lines = h.environment(device, "torchattacks", "foolbox", "art")
+    report.bullets(
+        lines[0].replace(", ART", f" (eagerpy {h.package_version('eagerpy')}), ART"),
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
+        *lines[1:],
+        f"seconds: median of {args.repeats} runs after a {args.warmup_steps}-step warm-up; "
         "'vs floor': median over the repeats of (this row / the plain loop of the same repeat); "
-        "success on the output rounded to 8 bits and re-predicted; L-inf in 0-255 units"
-    )
-    out.append(
-        ("- " if args.markdown else "")
-        + "photos -> targets: "
+        "success on the output rounded to 8 bits and re-predicted; L-inf in 0-255 units",
+        "photos -> targets: "
         + ", ".join(
             f"{n} -> {clf.labels[int(t)]} ({int(t)})" for n, t in zip(names, targets, strict=True)
-        )
+        ),
+        *(f"note: {note}" for note in notes),
     )
-    for note in notes:
-        out.append(("- " if args.markdown else "") + "note: " + note)
-    out.append("")
+    report.add("")
     on_cpu = device.type == "cpu"
-    out.append(main_table(rows, batch, args.steps, on_cpu, args.markdown))
-    out.append("")
-    out.append(f"{title}# Early stopping on the same batch")
-    out.append("")
-    out.append(early_table(rows, names, batch, args.steps, args.markdown))
-    out.append("")
+    report.add(main_table(rows, batch, args.steps, on_cpu, args.markdown), "")
+    report.heading("Early stopping on the same batch")
+    report.add(early_table(rows, names, batch, args.steps, args.markdown), "")
     for row in rows:
-        if row.runner is None or row.error:
-            out.append(("- " if args.markdown else "") + f"{row.name}: {row.note or row.error}")
-        if row.outcome is not None and row.outcome.result is not None and row.score is not None:
+        if row.run is None or row.error:
+            report.bullets(f"{row.name}: {row.note or row.error}")
+        if row.result is not None and row.score is not None:
             # trompe's own verdict must agree with the re-prediction (its goal: p > 0.99, or
             # top-1 alone without a confidence).
-            own = row.outcome.result.success.cpu()
-            expected = row.score.success if row.outcome.result.goal.confidence else row.score.top1
+            own = row.result.success.cpu()
+            expected = row.score.success if row.result.goal.confidence else row.score.top1
             if not torch.equal(own, expected):
-                out.append(
+                report.add(
                     f"WARNING: {row.name}: result.success {own.tolist()} differs from "
                     f"re-prediction {row.score.success.tolist()}"
                 )
-    out += [
-        ("- " if args.markdown else "") + line for line in aims(rows, inter, args.steps, on_cpu)
-    ]
-    out.append(("- " if args.markdown else "") + f"total wall time {elapsed:.0f} s")
-    print("\n".join(out))
+    report.bullets(*aims(rows, inter, args.steps, on_cpu), f"total wall time {elapsed:.0f} s")
+    report.print()
     return 0
 
 

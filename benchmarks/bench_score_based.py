@@ -52,33 +52,16 @@ import os
 # Passive OpenMP waiting: spinning threads turn any other busy process into a 10x slowdown.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse
-import logging
 import math
-import platform
-import statistics
 import sys
-import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+# benchmarks/_harness.py and _peers.py: found because a script's own folder is first on sys.path.
+import _harness as h
 import numpy as np
 import torch
-
-# benchmarks/_common.py: found because a script's own folder is first on sys.path.
-from _common import (
-    PHOTOS,
-    Counting,
-    art_classifier,
-    digits_batch,
-    lite0_photos,
-    log,
-    package_version,
-    render,
-)
-from torch import nn
+from _peers import Counting, art_simba, art_square, counted, torchattacks_square
 
 from trompe.attacks import Untargeted
 from trompe.attacks.simba import SimBA
@@ -95,262 +78,96 @@ class Task:
     labels: torch.Tensor
 
 
-def _counted(clf: Classifier) -> tuple[Classifier, Counting]:
-    counter = Counting(clf.model)
-    counted = Classifier(
-        counter,
-        mean=tuple(clf.mean.flatten().tolist()),
-        std=tuple(clf.std.flatten().tolist()),
-        labels=clf.labels,
-        input_size=clf.input_size,
-        crop_fraction=clf.crop_fraction,
-        interpolation=clf.interpolation,
-        name=clf.name,
-        access="scores",
-    ).to(clf.device)
-    return counted, counter
-
-
-def digits_task(count: int, device: torch.device) -> Task:
-    clf, images, labels = digits_batch(count, device)
-    counted, counter = _counted(clf)
-    return Task(f"digits CNN, {len(images)} test digits", counted, counter, images, labels)
-
-
-def photo_task(count: int, device: torch.device) -> Task:
-    """Photos at 224 x 224 on the 8-bit grid; the true class is the model's prediction."""
-    clf, images, labels, _ = lite0_photos(device, PHOTOS, limit=count)
-    counted, counter = _counted(clf)
-    return Task(
-        f"EfficientNet-Lite0, {len(images)} photos at 224", counted, counter, images, labels
-    )
+def task_of(name: str, clf: Classifier, images: torch.Tensor, labels: torch.Tensor) -> Task:
+    scores, counter = counted(clf, "scores")
+    return Task(name, scores, counter, images, labels)
 
 
 @dataclass
-class Outcome:
-    adversarial: torch.Tensor
-    queries: torch.Tensor | None = None  # per image, as the tool reports it
-
-
-@dataclass
-class Row:
-    name: str
-    run: Callable[[], Outcome] | None
-    note: str = ""
-    seconds: list[float] = field(default_factory=list)
+class ScoreRow(h.Row):
     per_image: float = math.nan  # model evaluations per image, counted
-    outcome: Outcome | None = None
-    error: str | None = None
 
 
-# -- the rows -----------------------------------------------------------------------------------
+#: A run gives the output, or (output, the per-image query counts the tool reports).
+Run = Callable[[torch.Tensor, torch.Tensor], object]
 
 
-def trompe_square(task: Task, norm: str, eps: float, queries: int) -> Callable[[], Outcome]:
-    def run() -> Outcome:
-        attack = Square(eps=eps, norm=norm, queries=queries, seed=0)  # type: ignore[arg-type]
-        result = attack(task.clf, task.images, Untargeted(task.labels))
-        return Outcome(result.adversarial, result.queries)
+def trompe_runner(task: Task, attack: Square | SimBA) -> Run:
+    def run(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        result = attack(task.clf, images, Untargeted(labels))
+        return result.adversarial, result.queries
 
     return run
 
 
-def trompe_simba(task: Task, eps: float, step: float, queries: int) -> Callable[[], Outcome]:
-    def run() -> Outcome:
-        attack = SimBA(eps=eps, step_size=step, queries=queries, seed=0)
-        result = attack(task.clf, task.images, Untargeted(task.labels))
-        return Outcome(result.adversarial, result.queries)
-
-    return run
-
-
-def torchattacks_square(task: Task, norm: str, eps: float, queries: int) -> Callable[[], Outcome]:
-    import torchattacks
-
-    def run() -> Outcome:
-        attack = torchattacks.Square(
-            task.clf,
-            norm="Linf" if norm == "linf" else "L2",
-            eps=eps,
-            n_queries=queries,
-            n_restarts=1,
-            p_init=0.8,
-            loss="margin",
-            resc_schedule=True,
-            seed=0,
-        )
-        reported: list[torch.Tensor] = []
-        single_run = attack.attack_single_run
-
-        def recorded(x: torch.Tensor, y: torch.Tensor) -> Any:
-            counts, adversarial = single_run(x, y)
-            reported.append(counts)
-            return counts, adversarial
-
-        attack.attack_single_run = recorded  # type: ignore[method-assign]
-        adversarial = attack(task.images, task.labels)
-        queries_each = reported[0].long().cpu() if len(reported) == 1 else None
-        return Outcome(adversarial, queries_each)
-
-    return run
+def peer_row(
+    name: str, key: str, skip: Sequence[str], make: Callable[..., Run], *args: object
+) -> ScoreRow:
+    version = h.package_version(key)
+    label = f"{name} {version}" if version != "not installed" else name
+    return h.setup_row(label, make, *args, skip=key in skip, cls=ScoreRow)  # type: ignore[no-any-return]
 
 
-def _art_estimator(task: Task, probabilities: bool = False) -> Any:
-    model: nn.Module = task.clf
-    if probabilities:  # ART's SimBA insists on probabilities
-        model = nn.Sequential(task.clf, nn.Softmax(dim=1))
-    return art_classifier(model, task.images.shape[1:], task.clf.num_classes, task.images.device)
+def square_rows(
+    task: Task, norm: str, eps: float, queries: int, skip: Sequence[str]
+) -> list[ScoreRow]:
+    attack = Square(eps=eps, norm=norm, queries=queries, seed=0)  # type: ignore[arg-type]
+    return [
+        ScoreRow("trompe square", trompe_runner(task, attack)),
+        peer_row("torchattacks Square", "torchattacks", skip, torchattacks_square,
+                 task.clf, norm, eps, queries),
+        peer_row("ART SquareAttack", "art", skip, art_square, task.clf, norm, eps, queries),
+    ]  # fmt: skip
 
 
-def art_square(task: Task, norm: str, eps: float, queries: int) -> Callable[[], Outcome]:
-    from art.attacks.evasion import SquareAttack
-
-    estimator = _art_estimator(task)
-
-    def run() -> Outcome:
-        np.random.seed(0)
-        attack = SquareAttack(
-            estimator,
-            norm=np.inf if norm == "linf" else 2,
-            max_iter=queries,
-            eps=eps,
-            p_init=0.8,
-            nb_restarts=1,
-            batch_size=len(task.images),
-            verbose=False,
-        )
-        adversarial = attack.generate(x=task.images.cpu().numpy(), y=task.labels.cpu().numpy())
-        return Outcome(torch.from_numpy(adversarial).to(task.images.device))
-
-    return run
-
-
-def art_simba(
-    task: Task, step: float, freq: int, stride: int, queries: int
-) -> Callable[[], Outcome]:
-    from art.attacks.evasion import SimBA as ArtSimBA
-
-    estimator = _art_estimator(task, probabilities=True)
-    classes = task.clf.num_classes
-
-    def run() -> Outcome:
-        np.random.seed(0)
-        attack = ArtSimBA(
-            estimator,
-            attack="dct",
-            max_iter=max(1, queries // 2),  # two queries per step, always
-            order="random",  # not used by its DCT attack (always low frequencies first)
-            epsilon=step,
-            freq_dim=freq,
-            stride=stride,
-            targeted=False,
-            verbose=False,
-        )
-        outputs, counts = [], []
-        onehot = np.eye(classes, dtype=np.float32)[task.labels.cpu().numpy()]
-        for i in range(len(task.images)):  # ART attacks one image at a time anyway
-            before = task.counter.images
-            out = attack.generate(x=task.images[i : i + 1].cpu().numpy(), y=onehot[i : i + 1])
-            counts.append(task.counter.images - before)
-            outputs.append(torch.from_numpy(out))
-        adversarial = torch.cat(outputs).to(task.images.device)
-        return Outcome(adversarial, torch.tensor(counts))
-
-    return run
-
-
-def _peer(
-    rows: list[Row], package: str, label: str, make: Callable[[], Callable[[], Outcome]]
-) -> None:
-    version = package_version(package)
-    name = f"{label} {version}" if version != "not installed" else label
-    try:
-        rows.append(Row(name, make()))
-    except ImportError as error:
-        rows.append(Row(name, None, note=f"not installed ({error})"))
-    except Exception as error:  # a peer that breaks must not stop the benchmark
-        rows.append(Row(name, None, note=f"failed to set up: {type(error).__name__}: {error}"))
-
-
-def square_rows(task: Task, norm: str, eps: float, queries: int) -> list[Row]:
-    rows = [Row("trompe square", trompe_square(task, norm, eps, queries))]
-    _peer(
-        rows,
-        "torchattacks",
-        "torchattacks Square",
-        lambda: torchattacks_square(task, norm, eps, queries),
-    )
-    _peer(
-        rows,
-        "adversarial-robustness-toolbox",
-        "ART SquareAttack",
-        lambda: art_square(task, norm, eps, queries),
-    )
-    return rows
-
-
-def simba_rows(task: Task, eps: float, queries: int) -> list[Row]:
+def simba_rows(task: Task, eps: float, queries: int, skip: Sequence[str]) -> list[ScoreRow]:
     side = int(task.images.shape[-1])
     # trompe's defaults, given to both: the DCT step and the low-frequency block and bands.
     step = max(0.2, math.sqrt(side * side) / 255)
     freq = max(1, round(side / 8))
     stride = max(1, round(freq / 4))
-    rows = [Row(f"trompe simba (dct, step {step:.2f})", trompe_simba(task, eps, step, queries))]
-    _peer(
-        rows,
-        "adversarial-robustness-toolbox",
-        f"ART SimBA (dct, step {step:.2f})",
-        lambda: art_simba(task, step, freq, stride, queries),
-    )
-    return rows
+    attack = SimBA(eps=eps, step_size=step, queries=queries, seed=0)
+    return [
+        ScoreRow(f"trompe simba (dct, step {step:.2f})", trompe_runner(task, attack)),
+        peer_row(f"ART SimBA (dct, step {step:.2f})", "art", skip, art_simba,
+                 task.clf, task.counter, step, freq, stride, queries),
+    ]  # fmt: skip
 
 
-# -- scoring and running ---------------------------------------------------------------------
-
-
-@dataclass
-class Score:
-    success: torch.Tensor
-    size: torch.Tensor  # in the norm, 0-255 units, on the 8-bit output
-
-
-def score(task: Task, norm: str, eps: float, adversarial: torch.Tensor) -> Score:
-    """Round within the budget, re-predict, measure: the same for every row."""
+def score(
+    task: Task, norm: str, eps: float, adversarial: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round within the budget, re-predict, measure: success and the size (0-255) of the
+    8-bit change."""
     images = task.images
     adversarial = adversarial.detach().to(images.device).float().clamp(0, 1)
-    budget = Square(eps=eps, norm=norm)  # type: ignore[arg-type]
     size_float = (adversarial - images).flatten(1)
     size_float = size_float.abs().amax(1) if norm == "linf" else size_float.norm(dim=1)
     within = size_float <= eps * (1 + 1e-4) + 1e-6  # the attack's own output kept the budget
-    rounded = budget.round_into_budget(adversarial, images)
-    with torch.no_grad():
-        predicted = task.clf(rounded).argmax(dim=1)
+    rounded = Square(eps=eps, norm=norm).round_into_budget(adversarial, images)  # type: ignore[arg-type]
     delta = ((rounded - images) * 255).round().flatten(1)
     size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
-    return Score(((predicted != task.labels) & within).cpu(), size.cpu())
+    return ((h.predict(task.clf, rounded) != task.labels) & within).cpu(), size.cpu()
 
 
-def run_rows(task: Task, rows: list[Row], repeats: int) -> None:
+def table(
+    report: h.Report,
+    task: Task,
+    title: str,
+    norm: str,
+    eps: float,
+    rows: list[ScoreRow],
+    repeats: int,
+) -> None:
+    def reset(_: h.Row) -> None:
+        task.counter.images = 0
+
+    def count(row: h.Row) -> None:
+        row.per_image = task.counter.images / len(task.images)  # type: ignore[attr-defined]
+
     for row in rows:
-        if row.run is None:
-            continue
-        for repeat in range(repeats):
-            log(f"  {row.name}: run {repeat + 1}/{repeats}")
-            task.counter.images = 0
-            start = time.perf_counter()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    outcome = row.run()
-            except Exception as error:  # a peer that fails is reported, not fatal
-                row.error = f"{type(error).__name__}: {error}"
-                break
-            row.seconds.append(time.perf_counter() - start)
-            row.per_image = task.counter.images / len(task.images)
-            row.outcome = outcome
-
-
-def table(task: Task, title: str, norm: str, eps: float, rows: list[Row], markdown: bool) -> str:
+        row.bind(task.images, task.labels)
+    h.run_rows(rows, repeats, interleave=False, before=reset, after=count)
     header = [
         "attack",
         "success",
@@ -361,42 +178,25 @@ def table(task: Task, title: str, norm: str, eps: float, rows: list[Row], markdo
     ]
     body = []
     for row in rows:
-        if row.outcome is None:
+        if not row.done:
             body.append([row.name, row.error or row.note or "no run", "", "", "", ""])
             continue
-        result = score(task, norm, eps, row.outcome.adversarial)
-        won = result.success
+        output, reported = row.outcome if isinstance(row.outcome, tuple) else (row.outcome, None)
+        won, size = score(task, norm, eps, output)
         rate = f"{int(won.sum())}/{len(won)} ({float(won.float().mean()):.0%})"
-        reported = row.outcome.queries
         if reported is not None and bool(won.any()):
             median_q = f"{float(np.median(reported.cpu()[won].numpy())):.0f}"
         else:
             median_q = "n/a" if reported is None else "-"
-        size = f"{float(np.median(result.size[won].numpy())):.1f}" if bool(won.any()) else "-"
-        seconds = f"{statistics.median(row.seconds):.2f}"
-        body.append([row.name, rate, median_q, f"{row.per_image:.0f}", size, seconds])
-    heading = f"{title}: {task.name}"
-    return (("### " if markdown else "") + heading) + "\n\n" + render(header, body, markdown)
+        median = f"{float(np.median(size[won].numpy())):.1f}" if bool(won.any()) else "-"
+        body.append([row.name, rate, median_q, f"{row.per_image:.0f}", median, f"{row.median:.2f}"])
+    report.add(("### " if report.markdown else "") + f"{title}: {task.name}", "")
+    report.table(header, body)
+    report.add("", "")
 
 
-def environment(device: torch.device) -> list[str]:
-    versions = ", ".join(
-        f"{p} {package_version(p)}"
-        for p in ("torch", "torchattacks", "adversarial-robustness-toolbox")
-    )
-    return [
-        f"trompe {package_version('trompe')}, {versions}",
-        f"Python {platform.python_version()}, {platform.machine()}, device {device}, "
-        f"{torch.get_num_threads()} torch threads",
-    ]
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per row (1)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--markdown", action="store_true", help="print GitHub markdown tables")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = h.arguments(__doc__, repeats=1, threads=0)
     parser.add_argument("--digits", type=int, default=64, help="digits to attack (64; 0 skips)")
     parser.add_argument("--queries", type=int, default=1000, help="queries per digit (1000)")
     parser.add_argument("--linf", type=float, default=30.0, help="digits L-inf eps, 0-255 (30)")
@@ -404,58 +204,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--photos", type=int, default=4, help="photos for Lite0 (4; 0 skips)")
     parser.add_argument("--photo-queries", type=int, default=1000, help="queries per photo")
     parser.add_argument("--photo-linf", type=float, default=4.0, help="photos L-inf eps, 0-255 (4)")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    logging.getLogger("art").setLevel(logging.WARNING)
+    args = h.parse(parser, argv)
     device = torch.device(args.device)
-    out = []
+    report = h.Report(args.markdown)
+    q = args.queries
     if args.digits:
-        task = digits_task(args.digits, device)
-        settings = [("Square L-inf", "linf", args.linf / 255), ("Square L2", "l2", args.l2)]
-        for title, norm, eps in settings:
-            log(f"{title} on {task.name}")
-            rows = square_rows(task, norm, eps, args.queries)
-            run_rows(task, rows, args.repeats)
+        clf, images, labels = h.digits_batch(args.digits, device)
+        task = task_of(f"digits CNN, {len(images)} test digits", clf, images, labels)
+        for title, norm, eps in (
+            ("Square L-inf", "linf", args.linf / 255),
+            ("Square L2", "l2", args.l2),
+        ):
+            h.log(f"{title} on {task.name}")
             budget = f"eps {eps * 255:g}/255" if norm == "linf" else f"eps {eps:g}"
-            out.append(
-                table(
-                    task,
-                    f"{title}, {budget}, {args.queries} queries",
-                    norm,
-                    eps,
-                    rows,
-                    args.markdown,
-                )
-            )
-        log(f"SimBA on {task.name}")
-        rows = simba_rows(task, args.l2, args.queries)
-        run_rows(task, rows, args.repeats)
-        out.append(
-            table(
-                task,
-                f"SimBA L2, eps {args.l2:g}, {args.queries} queries",
-                "l2",
-                args.l2,
-                rows,
-                args.markdown,
-            )
+            rows = square_rows(task, norm, eps, q, args.skip)
+            table(report, task, f"{title}, {budget}, {q} queries", norm, eps, rows, args.repeats)
+        h.log(f"SimBA on {task.name}")
+        rows = simba_rows(task, args.l2, q, args.skip)
+        table(
+            report,
+            task,
+            f"SimBA L2, eps {args.l2:g}, {q} queries",
+            "l2",
+            args.l2,
+            rows,
+            args.repeats,
         )
     if args.photos:
-        task = photo_task(args.photos, device)
+        clf, images, labels, _ = h.lite0_photos(device, h.PHOTOS, limit=args.photos)
+        task = task_of(f"EfficientNet-Lite0, {len(images)} photos at 224", clf, images, labels)
         eps = args.photo_linf / 255
-        log(f"Square L-inf on {task.name}")
-        rows = square_rows(task, "linf", eps, args.photo_queries)
-        run_rows(task, rows, args.repeats)
+        h.log(f"Square L-inf on {task.name}")
         title = f"Square L-inf, eps {args.photo_linf:g}/255, {args.photo_queries} queries"
-        out.append(table(task, title, "linf", eps, rows, args.markdown))
-    print("\n\n".join(out))
-    print()
-    print("\n".join(("- " if args.markdown else "") + line for line in environment(device)))
+        rows = square_rows(task, "linf", eps, args.photo_queries, args.skip)
+        table(report, task, title, "linf", eps, rows, args.repeats)
+    report.bullets(*h.environment(device, "torchattacks", "art"))
+    report.print()
     return 0
 
 

@@ -47,271 +47,135 @@ import os
 # Passive OpenMP waiting: spinning threads on a shared machine make every timing meaningless.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse
-import logging
-import math
-import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+# benchmarks/_harness.py and _peers.py: found because a script's own folder is first on sys.path.
+import _harness as h
 import numpy as np
 import torch
-
-# benchmarks/_common.py: found because a script's own folder is first on sys.path.
-from _common import (
-    Counting,
-    art_classifier,
-    comma_list,
-    cpu_threads,
-    device_line,
-    digits_batch,
-    load_lines,
-    log,
-    package_version,
-    render,
-    versions_line,
+from _peers import (
+    art_jsma,
+    art_pixel,
+    foolbox_pointwise,
+    torchattacks_jsma,
+    torchattacks_onepixel,
+    torchattacks_sparsefool,
 )
 
 import trompe
-from trompe.attacks import Attack, Targeted, Untargeted, measure
+from trompe.attacks import Attack, Goal, Targeted, Untargeted, measure
 from trompe.attacks.onepixel import OnePixel
 from trompe.attacks.sparse import JSMA, PGDL0
-from trompe.images import quantize
 
 
 @dataclass
-class Outcome:
-    adversarial: torch.Tensor
-    queries: float | None = None  # mean model evaluations per image, when counted
+class SparseRow(h.Row):
+    budgets: tuple[int, ...] = ()  # budgets scored from this row's output
 
 
-@dataclass
-class Row:
-    name: str
-    run: Callable[[], Outcome]
-    budgets: list[int]  # budgets scored from this row's output
-    note: str = ""
+def trompe_runner(attack: Attack, clf: trompe.Classifier, goal: Goal) -> Callable[..., object]:
+    """A run gives the output and, for a scores-only attack, its mean queries per image."""
+
+    def run(images: torch.Tensor, _classes: torch.Tensor) -> tuple[torch.Tensor, float | None]:
+        result = attack(clf, images, goal)
+        queries = float(result.queries.float().mean()) if attack.access == "scores" else None
+        return result.adversarial, queries
+
+    return run
 
 
-@dataclass
-class Scored:
-    name: str
-    budget: int
-    success: float
-    median_l0: float
-    seconds: float
-    queries: float | None
-    note: str
+def row(
+    name: str, budgets: Sequence[int], note: str, make: Callable[..., Any], *args: object
+) -> SparseRow:
+    """A row scored at ``budgets``, its runner ``make(*args)``."""
+    out: SparseRow = h.setup_row(
+        name, make, *args, cls=SparseRow, note=note, budgets=tuple(budgets)
+    )
+    return out
 
 
-def score(
+def white_box_rows(
     clf: trompe.Classifier,
     images: torch.Tensor,
-    adversarial: torch.Tensor,
     classes: torch.Tensor,
     targeted: bool,
-    budget: int,
-) -> tuple[float, float]:
-    """(success rate at the budget, median L0 of the successes) on the 8-bit output."""
-    adversarial = quantize(adversarial.detach().to(images.device).float().clamp(0, 1))
-    with torch.no_grad():
-        predicted = clf(adversarial).argmax(dim=1)
-    met = predicted == classes if targeted else predicted != classes
-    l0 = measure(images, adversarial).l0.to(met.device)
-    ok = met & (l0 <= budget)
-    median = float(l0[ok].median()) if ok.any() else float("nan")
-    return float(ok.float().mean()), median
-
-
-# -- rows -------------------------------------------------------------------------------------
-
-
-def trompe_row(
-    attack: Attack, clf: trompe.Classifier, images: torch.Tensor, goal: object
-) -> Callable[[], Outcome]:
-    def run() -> Outcome:
-        result = attack(clf, images, goal)  # type: ignore[arg-type]
-        queries = float(result.queries.float().mean()) if attack.access == "scores" else None
-        return Outcome(result.adversarial, queries)
-
-    return run
-
-
-def torchattacks_jsma(
-    clf: trompe.Classifier, images: torch.Tensor, classes: torch.Tensor, targeted: bool, k: int
-) -> Callable[[], Outcome]:
-    import torchattacks
-
+    k: int,
+    aims: torch.Tensor,
+) -> list[SparseRow]:
+    """trompe's pgd-l0 and jsma and the peers' JSMA at a budget of k pixels (the peers' gamma,
+    the fraction of input values they may change: enough for k whole pixels)."""
+    goal: Goal = Targeted(classes) if targeted else Untargeted(classes)
     gamma = min(1.0, 3 * k / images[0].numel())
-
-    def run() -> Outcome:
-        attack = torchattacks.JSMA(clf, theta=1.0, gamma=gamma)
-        if targeted:
-            attack.set_mode_targeted_by_label(quiet=True)
-        return Outcome(attack(images, classes))  # untargeted: aims at label + 1 by itself
-
-    return run
-
-
-def art_jsma(
-    clf: trompe.Classifier, images: torch.Tensor, aims: torch.Tensor, k: int
-) -> Callable[[], Outcome]:
-    from art.attacks.evasion import SaliencyMapMethod
-
-    gamma = min(1.0, 3 * k / images[0].numel())
-
-    def run() -> Outcome:
-        attack = SaliencyMapMethod(
-            art_classifier(clf, images.shape[1:], 10, images.device),
-            theta=1.0,
-            gamma=gamma,
-            batch_size=len(images),
-            verbose=False,
-        )
-        out = attack.generate(images.cpu().numpy(), y=aims.cpu().numpy())
-        return Outcome(torch.from_numpy(out))
-
-    return run
+    note = "" if targeted else "aims at label + 1"
+    return [
+        row("trompe pgd-l0", [k], "", trompe_runner, PGDL0(eps=k), clf, goal),
+        row("trompe pgd-l0 step_size=1", [k], "", trompe_runner,
+            PGDL0(eps=k, step_size=1.0), clf, goal),
+        row("trompe jsma", [k], "", trompe_runner, JSMA(eps=k), clf, goal),
+        row("trompe jsma saliency=softmax", [k], "", trompe_runner,
+            JSMA(eps=k, saliency="softmax"), clf, goal),
+        row("torchattacks JSMA", [k], note, torchattacks_jsma, clf, gamma, targeted),
+        row("ART SaliencyMapMethod", [k], note, _aimed, clf, gamma, aims),
+    ]  # fmt: skip
 
 
-def torchattacks_sparsefool(
-    clf: trompe.Classifier, images: torch.Tensor, labels: torch.Tensor
-) -> Callable[[], Outcome]:
-    import torchattacks
-
-    def run() -> Outcome:
-        return Outcome(
-            torchattacks.SparseFool(clf, steps=10, lam=3, overshoot=0.02)(images, labels)
-        )
-
-    return run
+def _aimed(clf: trompe.Classifier, gamma: float, aims: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """ART's JSMA has no untargeted form: it is given ``aims`` (label + 1) instead."""
+    run = art_jsma(clf, gamma)
+    return lambda images, _classes: run(images, aims)
 
 
-def foolbox_pointwise(
-    clf: trompe.Classifier, images: torch.Tensor, labels: torch.Tensor
-) -> Callable[[], Outcome]:
-    import foolbox as fb
-
-    def run() -> Outcome:
-        model = fb.PyTorchModel(clf, bounds=(0, 1))
-        attack = fb.attacks.PointwiseAttack()
-        _, clipped, _ = attack(model, images, labels, epsilons=None)
-        return Outcome(clipped)
-
-    return run
-
-
-def torchattacks_onepixel(
-    clf: trompe.Classifier, images: torch.Tensor, labels: torch.Tensor, k: int, generations: int
-) -> Callable[[], Outcome]:
-    import torchattacks
-
-    def run() -> Outcome:
-        counting = Counting(clf)
-        attack = torchattacks.OnePixel(counting, pixels=k, steps=generations, popsize=400)
-        out = attack(images, labels)
-        return Outcome(out, counting.images / len(images))
-
-    return run
-
-
-def art_pixel(
-    clf: trompe.Classifier, images: torch.Tensor, labels: torch.Tensor, k: int, generations: int
-) -> Callable[[], Outcome]:
-    from art.attacks.evasion import PixelAttack
-
-    def run() -> Outcome:
-        counting = Counting(clf)
-        attack = PixelAttack(
-            art_classifier(counting, images.shape[1:], 10, images.device),
-            th=k,
-            es=1,
-            max_iter=generations,
-            verbose=False,
-        )
-        before = counting.images
-        out = attack.generate(images.cpu().numpy(), y=labels.cpu().numpy())
-        return Outcome(torch.from_numpy(out), (counting.images - before) / len(images))
-
-    return run
-
-
-# -- running ----------------------------------------------------------------------------------
-
-
-def run_rows(
-    rows: list[Row],
+def scored(
+    rows: list[SparseRow],
     clf: trompe.Classifier,
     images: torch.Tensor,
     classes: torch.Tensor,
     targeted: bool,
     repeats: int,
-    skip: list[str],
-) -> list[Scored]:
-    scored: list[Scored] = []
-    for row in rows:
-        if any(s in row.name.lower() for s in skip):
-            continue
-        log(f"  {row.name} (budgets {row.budgets})")
-        times: list[float] = []
-        outcome: Outcome | None = None
-        try:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                outcome = row.run()
-                times.append(time.perf_counter() - start)
-        except Exception as error:  # a peer that fails is listed with the reason
-            for budget in row.budgets:
-                reason = f"failed: {type(error).__name__}: {str(error)[:80]}"
-                scored.append(Scored(row.name, budget, math.nan, math.nan, 0.0, None, reason))
-            continue
-        assert outcome is not None
-        for budget in row.budgets:
-            rate, median = score(clf, images, outcome.adversarial, classes, targeted, budget)
-            scored.append(
-                Scored(
-                    row.name,
-                    budget,
-                    rate,
-                    median,
-                    statistics.median(times),
-                    outcome.queries,
-                    row.note,
+    skip: Sequence[str],
+) -> list[list[str]]:
+    """Run the rows and score each at its budgets: success when the goal holds and at most k
+    pixels changed after 8-bit rounding; the median L0 of the successes."""
+    rows = [r.bind(images, classes) for r in rows if not h.skipped(r.name, skip)]
+    for r in rows:
+        h.log(f"  {r.name} (budgets {list(r.budgets)})")
+    h.run_rows(rows, repeats, interleave=False)
+    cells: list[tuple[int, str, list[str]]] = []
+    for r in rows:
+        for budget in r.budgets:
+            if not r.done:
+                cells.append(
+                    (budget, r.name, ["-", "-", "-", "-", f"failed: {str(r.reason)[:80]}"])
                 )
-            )
-    return scored
+                continue
+            output, queries = r.outcome if isinstance(r.outcome, tuple) else (r.outcome, None)
+            output = h.rounded(images, output)
+            predicted = h.predict(clf, output)
+            met = predicted == classes if targeted else predicted != classes
+            l0 = measure(images, output).l0.to(met.device)
+            ok = met & (l0 <= budget)
+            median = f"{float(l0[ok].median()):g}" if ok.any() else "-"
+            rate = f"{float(ok.float().mean()):.0%}"
+            shown = "-" if queries is None else f"{queries:.0f}"
+            cells.append((budget, r.name, [rate, median, f"{r.median:.2f}", shown, r.note]))
+    return [
+        [name, str(budget), *c] for budget, name, c in sorted(cells, key=lambda c: (c[0], c[1]))
+    ]
 
 
-def table(scored: list[Scored], with_queries: bool) -> str:
-    head = ["attack", "pixels k", "success at k", "median L0", "seconds"]
-    if with_queries:
-        head.append("queries / image")
-    head.append("note")
-    body = []
-    for s in sorted(scored, key=lambda s: (s.budget, s.name)):
-        cells = [
-            s.name,
-            str(s.budget),
-            "-" if s.success != s.success else f"{s.success:.0%}",
-            "-" if s.median_l0 != s.median_l0 else f"{s.median_l0:g}",
-            f"{s.seconds:.2f}" if s.seconds else "-",
-        ]
-        if with_queries:
-            cells.append("-" if s.queries is None else f"{s.queries:.0f}")
-        cells.append(s.note)
-        body.append(cells)
-    return render(head, body, markdown=True)
+def table(lines: list[list[str]], with_queries: bool) -> str:
+    head = ["attack", "pixels k", "success at k", "median L0", "seconds", "queries / image"]
+    if not with_queries:
+        head, lines = head[:5], [cells[:5] + cells[6:] for cells in lines]
+    return h.render([*head, "note"], lines, markdown=True)
 
 
-def ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = h.arguments(__doc__, repeats=1, threads=2)
     parser.add_argument("--digits", type=int, default=64, help="test digits (default 64)")
     parser.add_argument("--pixels", default="1,3,5", help="untargeted budgets (pixels)")
     parser.add_argument("--target-pixels", default="5,10,20", help="targeted budgets (pixels)")
@@ -320,146 +184,77 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--de-digits", type=int, default=32, help="digits for the one-pixel table (32)"
     )
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per row (median)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: torch's)")
-    parser.add_argument("--skip", default="", help="comma-separated row names to leave out")
-    parser.add_argument("--markdown", action="store_true", help="markdown lists and headings")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = h.parse(parser, argv)
+    np.seterr(all="ignore")
     started = time.perf_counter()
-    cpu_threads(args.device, args.threads)
     device = torch.device(args.device)
-    warnings.filterwarnings("ignore")
-    logging.getLogger("art").setLevel(logging.ERROR)
-    skip = comma_list(args.skip, lower=True)
-    md = "- " if args.markdown else ""
-    title = "#" if args.markdown else ""
 
-    log("training the digits CNN (seed 0)")
-    clf, images, labels = digits_batch(args.digits, device)
+    h.log("training the digits CNN (seed 0)")
+    clf, images, labels = h.digits_batch(args.digits, device)
     n = len(images)
     aims = (labels + 1) % 10  # what the peers' JSMA aims at in the untargeted table
     targets = (labels + 1 + torch.arange(n, device=device) % 9) % 10
-    scores_clf = clf.with_access("scores")
 
-    out = [
-        f"{title}# Sparse (L0) attacks: trompe vs torchattacks, ART and Foolbox",
-        "",
-        f"{md}{versions_line()}, torchattacks {package_version('torchattacks')}, ART "
-        f"{package_version('adversarial-robustness-toolbox')}, Foolbox "
-        f"{package_version('foolbox')}",
-        f"{md}{device_line(device)}",
-        f"{md}digits CNN, {n} correctly classified test digits (8x8 RGB, 64 pixels); success at "
+    report = h.Report(args.markdown)
+    report.heading("Sparse (L0) attacks: trompe vs torchattacks, ART and Foolbox")
+    lines = h.environment(device, "torchattacks", "art", "foolbox")
+    report.bullets(
+        *lines[:2],
+        f"digits CNN, {n} correctly classified test digits (8x8 RGB, 64 pixels); success at "
         "k: goal met and at most k pixels changed, on the output rounded to 8 bits and "
         f"re-predicted; seconds: median of {args.repeats} run(s)",
-    ]
-    out += [md + line for line in load_lines()]
+        *lines[2:],
+    )
 
     # 1. white box, untargeted
-    budgets = ints(args.pixels)
-    untargeted = Untargeted(labels)
-    rows: list[Row] = []
-    for k in budgets:
-        rows += [
-            Row("trompe pgd-l0", trompe_row(PGDL0(eps=k), clf, images, untargeted), [k]),
-            Row(
-                "trompe pgd-l0 step_size=1",
-                trompe_row(PGDL0(eps=k, step_size=1.0), clf, images, untargeted),
-                [k],
-            ),
-            Row("trompe jsma", trompe_row(JSMA(eps=k), clf, images, untargeted), [k]),
-            Row(
-                "trompe jsma saliency=softmax",
-                trompe_row(JSMA(eps=k, saliency="softmax"), clf, images, untargeted),
-                [k],
-            ),
-            Row(
-                "torchattacks JSMA",
-                torchattacks_jsma(clf, images, labels, False, k),
-                [k],
-                "aims at label + 1",
-            ),
-            Row("ART SaliencyMapMethod", art_jsma(clf, images, aims, k), [k], "aims at label + 1"),
-        ]
+    budgets = h.ints(args.pixels)
+    rows = [r for k in budgets for r in white_box_rows(clf, images, labels, False, k, aims)]
     rows += [
-        Row(
-            "torchattacks SparseFool",
-            torchattacks_sparsefool(clf, images, labels),
-            budgets,
-            "minimum L0, one run",
-        ),
-        Row(
-            "Foolbox PointwiseAttack",
-            foolbox_pointwise(clf, images, labels),
-            budgets,
-            "minimum L0, labels only, one run",
-        ),
-    ]
-    log("untargeted, white box")
-    first = run_rows(rows, clf, images, labels, False, args.repeats, skip)
-    out += ["", f"{title}## White box, untargeted", "", table(first, False)]
+        row("torchattacks SparseFool", budgets, "minimum L0, one run",
+            torchattacks_sparsefool, clf),
+        row("Foolbox PointwiseAttack", budgets, "minimum L0, labels only, one run",
+            foolbox_pointwise, clf),
+    ]  # fmt: skip
+    h.log("untargeted, white box")
+    first = scored(rows, clf, images, labels, False, args.repeats, args.skip)
+    report.heading("White box, untargeted", 2)
+    report.add(table(first, False))
 
     # 2. white box, targeted
-    targeted = Targeted(targets)
-    rows = []
-    for k in ints(args.target_pixels):
-        rows += [
-            Row("trompe pgd-l0", trompe_row(PGDL0(eps=k), clf, images, targeted), [k]),
-            Row(
-                "trompe pgd-l0 step_size=1",
-                trompe_row(PGDL0(eps=k, step_size=1.0), clf, images, targeted),
-                [k],
-            ),
-            Row("trompe jsma", trompe_row(JSMA(eps=k), clf, images, targeted), [k]),
-            Row(
-                "trompe jsma saliency=softmax",
-                trompe_row(JSMA(eps=k, saliency="softmax"), clf, images, targeted),
-                [k],
-            ),
-            Row("torchattacks JSMA", torchattacks_jsma(clf, images, targets, True, k), [k]),
-            Row("ART SaliencyMapMethod", art_jsma(clf, images, targets, k), [k]),
-        ]
-    log("targeted, white box")
-    second = run_rows(rows, clf, images, targets, True, args.repeats, skip)
-    out += [
-        "",
-        f"{title}## White box, targeted (target (label + 1 + i % 9) % 10 for digit i)",
-        "",
-        table(second, False),
+    rows = [
+        r
+        for k in h.ints(args.target_pixels)
+        for r in white_box_rows(clf, images, targets, True, k, targets)
     ]
+    h.log("targeted, white box")
+    second = scored(rows, clf, images, targets, True, args.repeats, args.skip)
+    report.heading("White box, targeted (target (label + 1 + i % 9) % 10 for digit i)", 2)
+    report.add(table(second, False))
 
     # 3. scores only: the one-pixel attack
     g = args.generations
     few, few_labels = images[: args.de_digits], labels[: args.de_digits]
+    scores_clf = clf.with_access("scores")
     rows = []
-    for k in ints(args.de_pixels):
+    for k in h.ints(args.de_pixels):
         attack = OnePixel(eps=k, population=400, steps=g, seed=0)
         rows += [
-            Row(
-                "trompe one-pixel", trompe_row(attack, scores_clf, few, Untargeted(few_labels)), [k]
-            ),
-            Row("torchattacks OnePixel", torchattacks_onepixel(clf, few, few_labels, k, g), [k]),
-            Row("ART PixelAttack (DE)", art_pixel(clf, few, few_labels, k, g), [k]),
-        ]
-    log("one-pixel, scores only")
-    third = run_rows(rows, clf, few, few_labels, False, args.repeats, skip)
-    out += [
-        "",
-        f"{title}## Scores only, untargeted, first {len(few)} digits: differential evolution, "
+            row("trompe one-pixel", [k], "", trompe_runner,
+                attack, scores_clf, Untargeted(few_labels)),
+            row("torchattacks OnePixel", [k], "", torchattacks_onepixel, clf, k, g),
+            row("ART PixelAttack (DE)", [k], "", art_pixel, clf, k, g),
+        ]  # fmt: skip
+    h.log("one-pixel, scores only")
+    third = scored(rows, clf, few, few_labels, False, args.repeats, args.skip)
+    report.heading(
+        f"Scores only, untargeted, first {len(few)} digits: differential evolution, "
         f"population 400, {g} generations",
-        "",
-        table(third, True),
-    ]
-
-    out += ["", f"{md}total time {time.perf_counter() - started:.0f} s"]
-    print("\n".join(out))
+        2,
+    )
+    report.add(table(third, True))
+    report.print(started)
     return 0
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     sys.exit(main())

@@ -25,15 +25,15 @@ from trompe.attacks import (
 )
 from trompe.errors import InvalidArgumentError, UnknownAttackError
 from trompe.images import example_path, load_image, quantize
-from trompe.models import Classifier, load_model
+from trompe.models import Classifier
 
 LEMON, PELICAN, BROCCOLI, PRINTER = 951, 144, 937, 742
 CATS = {281, 282, 285}
 
 
 @pytest.fixture(scope="module")
-def clf() -> Classifier:
-    return load_model("efficientnet_lite0")
+def clf(imagenet_clf: Classifier) -> Classifier:
+    return imagenet_clf
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
+from _helpers import counted, counter_of
 from trompe.attacks import (
     ATTACKS,
     Attack,
@@ -111,34 +111,6 @@ def test_every_attack_has_fast_settings() -> None:
         assert get_attack(info.name) is info
 
 
-class _Counting(nn.Module):
-    """Wraps a network; counts the images it sees and whether any call could build a graph."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.images = 0
-        self.graph_calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.images += x.shape[0]
-        if torch.is_grad_enabled() and x.requires_grad:
-            self.graph_calls += 1
-        out: torch.Tensor = self.net(x)
-        return out
-
-
-def _counting_clf(digits_clf: Classifier, access: str = "gradients") -> Classifier:
-    return Classifier(
-        _Counting(digits_clf.model),
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        labels=list(digits_clf.labels),
-        name="digits-counted",
-        access=access,  # type: ignore[arg-type]
-    )
-
-
 @pytest.mark.parametrize(("name", "norm"), _cases())
 def test_untargeted_properties(
     name: str, norm: Norm, digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
@@ -147,7 +119,7 @@ def test_untargeted_properties(
     images, labels = digits_batch[0][:BATCH], digits_batch[1][:BATCH].clone()
     # The last two images already meet the goal: their "true class" is not what the model says.
     labels[-2:] = (labels[-2:] + 1) % 10
-    clf = _counting_clf(digits_clf, info.access)
+    clf = counted(digits_clf, info.access)
     attack = _build(info, norm, **_seeded(info))
     result = attack(clf, images, Untargeted(labels))
 
@@ -171,11 +143,10 @@ def test_untargeted_properties(
     assert rate >= FAST[name]["rate"], f"{name} {norm}: success {rate:.2f} on the digits"
 
     # Counts: the network saw exactly the images the result says (2 engine passes per image).
-    counted = clf.model
-    assert isinstance(counted, _Counting)
-    assert counted.images == int(result.forwards.sum())
+    counter = counter_of(clf)
+    assert counter.images == int(result.forwards.sum())
     if info.access != "gradients":
-        assert counted.graph_calls == 0 and int(result.gradients.sum()) == 0
+        assert counter.graph_calls == 0 and int(result.gradients.sum()) == 0
         assert int(result.queries.sum()) == int(result.forwards.sum()) - 2 * BATCH
     assert not clf.training and not any(p.requires_grad for p in clf.parameters())
 

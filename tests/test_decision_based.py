@@ -12,8 +12,8 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
+from _helpers import counting
 from trompe.attacks import Progress, Targeted, Untargeted
 from trompe.attacks.boundary import BoundaryAttack
 from trompe.attacks.hsj import HopSkipJump
@@ -29,40 +29,6 @@ ATTACKS: dict[str, type[HopSkipJump] | type[BoundaryAttack]] = {
     "hsj": HopSkipJump,
     "boundary": BoundaryAttack,
 }
-
-
-class _Counting(nn.Module):
-    """Wraps a network; counts the images it is given and the calls that could build a graph."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.images = 0
-        self.graph_calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.images += x.shape[0]
-        if torch.is_grad_enabled() and x.requires_grad:
-            self.graph_calls += 1
-        out: torch.Tensor = self.net(x)
-        return out
-
-
-def _counted(clf: Classifier) -> tuple[Classifier, _Counting]:
-    """The same network behind a counter, as a labels-only classifier."""
-    counter = _Counting(clf.model)
-    counted = Classifier(
-        counter,
-        mean=tuple(clf.mean.flatten().tolist()),
-        std=tuple(clf.std.flatten().tolist()),
-        labels=clf.labels,
-        input_size=clf.input_size,
-        crop_fraction=clf.crop_fraction,
-        interpolation=clf.interpolation,
-        name=f"{clf.name}-counted",
-        access="labels",
-    )
-    return counted, counter
 
 
 def _predict(clf: Classifier, images: torch.Tensor) -> torch.Tensor:
@@ -95,7 +61,7 @@ def test_hsj_fools_the_imagenet_model_from_labels_only(imagenet_clf: Classifier)
     images = quantize(torch.cat([imagenet_clf.preprocess(p) for p in photos]).clamp(0, 1))
     labels = _predict(imagenet_clf, images)
     assert labels.tolist() in ([282, 967], [281, 967], [285, 967])
-    clf, counter = _counted(imagenet_clf)
+    clf, counter = counting(imagenet_clf, "labels")
     with pytest.raises(AccessError, match="no gradients"):
         clf(images[:1].clone().requires_grad_(True))
     counter.images = 0
@@ -124,7 +90,7 @@ def test_untargeted_l2_succeeds_and_improves_with_queries(
     digits_clf: Classifier, digits_batch: Batch
 ) -> None:
     images, labels = digits_batch[0][:32], digits_batch[1][:32]
-    clf, counter = _counted(digits_clf)
+    clf, counter = counting(digits_clf, "labels")
     medians = []
     for budget in (200, 1000):
         counter.images = 0
@@ -213,7 +179,7 @@ def test_images_that_already_meet_the_goal_are_left_alone(
 ) -> None:
     images, labels = digits_batch[0][:6], digits_batch[1][:6].clone()
     labels[:2] = (labels[:2] + 1) % 10  # the model does not say these: already "misclassified"
-    clf, counter = _counted(digits_clf)
+    clf, counter = counting(digits_clf, "labels")
     result = ATTACKS[name](queries=150)(clf, images, Untargeted(labels))
     assert torch.equal(result.adversarial[:2], images[:2])
     assert result.queries[:2].tolist() == [0, 0] and bool(result.success.all())
@@ -227,7 +193,7 @@ def test_tiny_budgets_are_never_exceeded(
     name: str, budget: int, digits_clf: Classifier, digits_batch: Batch
 ) -> None:
     images, labels = digits_batch[0][:8], digits_batch[1][:8]
-    clf, counter = _counted(digits_clf)
+    clf, counter = counting(digits_clf, "labels")
     result = ATTACKS[name](queries=budget)(clf, images, Untargeted(labels))
     assert (result.queries <= budget).all()
     assert counter.images == int(result.queries.sum()) + 2 * len(images)
@@ -254,7 +220,7 @@ def test_boundary_succeeds_and_improves_with_queries(
     digits_clf: Classifier, digits_batch: Batch
 ) -> None:
     images, labels = digits_batch[0][:8], digits_batch[1][:8]
-    clf, counter = _counted(digits_clf)
+    clf, counter = counting(digits_clf, "labels")
     distances = []
     for budget in (200, 1000):
         counter.images = 0

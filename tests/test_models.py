@@ -24,8 +24,8 @@ def photos() -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def lite0() -> Classifier:
-    return load_model("efficientnet_lite0")
+def lite0(imagenet_clf: Classifier) -> Classifier:
+    return imagenet_clf
 
 
 # -- the architecture against the reference implementation -----------------------------------

@@ -37,8 +37,8 @@ SINGLE_FILES = {"adversarial.png", "perturbation.png", "report.png", "result.jso
 
 
 @pytest.fixture(scope="module")
-def clf() -> trompe.Classifier:
-    return trompe.load_model()
+def clf(imagenet_clf: trompe.Classifier) -> trompe.Classifier:
+    return imagenet_clf
 
 
 def make_result(clf: trompe.Classifier) -> AttackResult:

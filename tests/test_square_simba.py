@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
 
+from _helpers import counted, counter_of
 from trompe.attacks import Progress, Targeted, Untargeted
 from trompe.attacks.base import _seen_pixels, lp_norm
 from trompe.attacks.oracle import Oracle
@@ -25,45 +25,6 @@ from trompe.images import example_path, load_image, quantize
 from trompe.models import Classifier
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-class _Counting(nn.Module):
-    """Wraps a network; counts the images it sees and the calls that could build a graph."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.images = 0
-        self.graph_calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.images += x.shape[0]
-        if torch.is_grad_enabled() and x.requires_grad:
-            self.graph_calls += 1
-        out: torch.Tensor = self.net(x)
-        return out
-
-
-def _counted(clf: Classifier, access: str = "scores", **overrides: object) -> Classifier:
-    """``clf``'s network behind a counter, with its preprocessing, at ``access``."""
-    options: dict[str, object] = {
-        "mean": tuple(clf.mean.flatten().tolist()),
-        "std": tuple(clf.std.flatten().tolist()),
-        "labels": clf.labels,
-        "input_size": clf.input_size,
-        "crop_fraction": clf.crop_fraction,
-        "interpolation": clf.interpolation,
-        "name": clf.name + "-counted",
-        "access": access,
-    }
-    options.update(overrides)
-    return Classifier(_Counting(clf.model), **options)  # type: ignore[arg-type]
-
-
-def _count(clf: Classifier) -> _Counting:
-    counter = clf.model
-    assert isinstance(counter, _Counting)
-    return counter
 
 
 # -- the ImageNet model: the issue's claim ------------------------------------------------------
@@ -81,7 +42,7 @@ def test_square_fools_the_imagenet_model_from_scores_alone(imagenet_clf: Classif
     with torch.no_grad():
         labels = imagenet_clf(images).argmax(dim=1)
     assert labels.tolist() == [282, 967]  # tiger cat, espresso
-    clf = _counted(imagenet_clf)
+    clf = counted(imagenet_clf)
     with pytest.raises(AccessError):  # the model really refuses gradients
         clf(images[:1].clone().requires_grad_(True))
 
@@ -90,9 +51,9 @@ def test_square_fools_the_imagenet_model_from_scores_alone(imagenet_clf: Classif
 
     assert bool(result.success.all())
     assert (result.queries >= 1).all() and (result.queries <= budget).all()
-    assert int(result.gradients.sum()) == 0 and _count(clf).graph_calls == 0
+    assert int(result.gradients.sum()) == 0 and counter_of(clf).graph_calls == 0
     # Exact counts: the network saw the attack's queries plus the engine's two passes per image.
-    assert _count(clf).images == int(result.queries.sum()) + 2 * len(images)
+    assert counter_of(clf).images == int(result.queries.sum()) + 2 * len(images)
     assert torch.equal(result.forwards, result.queries + 2)
     assert float(result.norms.linf.max()) <= 8
     with torch.no_grad():
@@ -104,10 +65,10 @@ def test_square_on_a_full_size_photo_changes_only_what_the_model_can_see(
     imagenet_clf: Classifier,
 ) -> None:
     cat = load_image(example_path("chelsea"))[None]  # 300 x 451
-    clf = _counted(imagenet_clf)
+    clf = counted(imagenet_clf)
     result = Square(eps=8 / 255, queries=50, seed=0)(clf, cat, Untargeted([282]))
     assert bool(result.success.all())  # measured: 1 query, the stripes alone
-    assert _count(clf).images == int(result.queries.sum()) + 2
+    assert counter_of(clf).images == int(result.queries.sum()) + 2
     # The oracle tells the input size, not the crop fraction: the squares stay in the largest
     # centred square, which holds the model's crop.
     top, left, height, width = seen_box(Oracle(clf, "scores"), 300, 451)
@@ -155,13 +116,13 @@ def test_untargeted_success_on_digits(
     digits_batch: Batch,
 ) -> None:
     images, labels = digits_batch[0][:32], digits_batch[1][:32]
-    clf = _counted(digits_clf)
+    clf = counted(digits_clf)
     result = attack(clf, images, Untargeted(labels))
     assert float(result.success.float().mean()) >= rate
     assert float(result.queries[result.success].float().median()) <= median
     assert (result.queries <= attack.queries).all()
-    assert _count(clf).images == int(result.queries.sum()) + 2 * len(images)
-    assert _count(clf).graph_calls == 0 and int(result.gradients.sum()) == 0
+    assert counter_of(clf).images == int(result.queries.sum()) + 2 * len(images)
+    assert counter_of(clf).graph_calls == 0 and int(result.gradients.sum()) == 0
     limit = attack.eps * 255 + 1e-4
     assert (result.norms.of(attack.norm) <= limit).all()
     with torch.no_grad():
@@ -292,13 +253,13 @@ def test_images_that_meet_the_goal_already_cost_nothing(
 ) -> None:
     images, labels = digits_batch[0][:6], digits_batch[1][:6].clone()
     labels[[1, 4]] = (labels[[1, 4]] + 1) % 10  # the model does not say these: goal met
-    clf = _counted(digits_clf)
+    clf = counted(digits_clf)
     result = attack(clf, images, Untargeted(labels))
     assert torch.equal(result.adversarial[[1, 4]], images[[1, 4]])
     assert bool(result.success[[1, 4]].all())
     assert result.queries[[1, 4]].tolist() == [0, 0]
     assert (result.queries[[0, 2, 3, 5]] >= 1).all()
-    assert _count(clf).images == int(result.queries.sum()) + 2 * len(images)
+    assert counter_of(clf).images == int(result.queries.sum()) + 2 * len(images)
 
 
 def test_budget_exhausted_images_spend_exactly_their_queries(
@@ -306,13 +267,13 @@ def test_budget_exhausted_images_spend_exactly_their_queries(
 ) -> None:
     images, labels = digits_batch[0][:16], digits_batch[1][:16]
     for attack in (Square(eps=0.05, queries=7), SimBA(eps=0.3, queries=7)):
-        clf = _counted(digits_clf)
+        clf = counted(digits_clf)
         result = attack(clf, images, Untargeted(labels))
         failed = ~result.success
         assert bool(failed.any())
         assert (result.queries[failed] == 7).all()
         assert (result.steps[failed] >= 1).all()
-        assert _count(clf).images == int(result.queries.sum()) + 2 * len(images)
+        assert counter_of(clf).images == int(result.queries.sum()) + 2 * len(images)
 
 
 def test_labels_only_models_are_refused(digits_clf: Classifier, digits_batch: Batch) -> None:
@@ -341,7 +302,7 @@ def test_square_on_larger_images_keeps_to_the_seen_box(digits_clf: Classifier) -
 
     data = load_digits()
     big = F.interpolate(data.test_images[:16], size=(12, 16), mode="nearest")
-    clf = _counted(digits_clf, input_size=8, crop_fraction=1.0, interpolation="bilinear")
+    clf = counted(digits_clf, input_size=8, crop_fraction=1.0, interpolation="bilinear")
     with torch.no_grad():
         labels = clf(big).argmax(dim=1)
     attacks = [(Square(eps=0.3, queries=150), 0.75), (SimBA(eps=3.0, queries=300), 0.5)]
