@@ -61,6 +61,19 @@ def test_unknown_names_are_attribute_errors() -> None:
     assert not hasattr(trompe.models, "frobnicate")
 
 
+def test_the_subpackages_are_reached_from_the_package_as_before() -> None:
+    """`import trompe` used to import these; code that reads them through it keeps working."""
+    probe = (
+        "import trompe\n"
+        "assert trompe.attacks.PGD.name == 'pgd'\n"
+        "assert trompe.models.classifier.Classifier is trompe.Classifier\n"
+        "assert callable(trompe.api.attack) and callable(trompe.images.load_image)\n"
+        "assert trompe.labels.Labels and trompe.errors.TrompeError\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
 def test_import_trompe_and_its_cli_load_neither_torch_nor_matplotlib() -> None:
     loaded = loaded_after("import trompe, trompe.cli, trompe.units, trompe.errors")
     assert not loaded["torch"] and not loaded["matplotlib"], loaded

@@ -131,14 +131,18 @@ _HOMES = {
     ),
 }
 _LAZY = {name: module for module, names in _HOMES.items() for name in names}
+#: The subpackages that ``import trompe`` used to import, so ``trompe.attacks.PGD`` still works.
+_SUBMODULES = ("api", "attacks", "errors", "images", "labels", "models")
 
 
 def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f"trompe.{name}")  # also sets it on this module
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'trompe' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # the next lookup is an ordinary one
     return value

@@ -38,12 +38,18 @@ _LAZY = {
 }
 
 
+#: The submodules that ``import trompe.models`` used to import (``trompe.models.classifier``).
+_SUBMODULES = ("classifier", "efficientnet_lite")
+
+
 def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f"trompe.models.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'trompe.models' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
