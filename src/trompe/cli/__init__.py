@@ -14,7 +14,6 @@ command imports what it needs (torch, the attacks, rich) when it runs, so that `
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -133,7 +132,9 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help and --version exit here
+    import logging
+
     debug = getattr(args, "debug", False)
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
@@ -168,7 +169,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
-
-
-if __name__ == "__main__":
-    sys.exit(main())
