@@ -17,7 +17,7 @@ Usage::
 
     python benchmarks/bench_startup.py                         # 10 runs of each command
     python benchmarks/bench_startup.py --repeats 20 --importtime
-    git worktree add /tmp/before v0.1.0     # or: git archive REV src | tar -x -C /tmp/before
+    mkdir -p /tmp/before && git archive REV src | tar -x -C /tmp/before   # REV: the old version
     python benchmarks/bench_startup.py --src /tmp/before/src --src src
 """
 

@@ -132,7 +132,7 @@ class Budget:
         norm: the threat model: the one asked for, else the attack's first.
         eps: the budget; the largest one tried with ``min_eps``; ``None`` for the attack's
             default (and always for minimum-norm attacks and sweeps).
-        sweep: the budgets of a sweep, smallest first as given, or ``None``.
+        sweep: the budgets of a sweep, in the order given, or ``None``.
         min_eps: search the smallest budget that works, up to ``eps``.
     """
 

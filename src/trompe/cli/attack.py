@@ -1,22 +1,22 @@
 """``trompe attack`` and ``trompe demo``: make an adversarial image and write its files.
 
 The budget flags are in 0-255 pixel levels; :func:`trompe.api.budget_from_levels` checks them and
-converts them to the library's units, and :func:`trompe.api.attack` runs the attack.
+converts them to the library's units, and :func:`trompe.api.attack` runs the attack. Only what
+the parser needs is imported at the top: ``trompe --help`` builds every sub-parser.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trompe.cli import EXIT_FAILURE, EXIT_OK, budgets, levels, positive_int, probability
 from trompe.errors import InvalidArgumentError, TrompeError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from trompe.cli import Parser, Verbs
 
 _OUTPUT_NAMES = ("adversarial.png", "perturbation.png", "report.png", "result.json")
@@ -133,6 +133,9 @@ def _attack_options(parser: argparse.ArgumentParser, *, out_default: str) -> Non
 
 def _check_output(out: Path, force: bool) -> None:
     """Refuse, before any work, an output that cannot be written or would overwrite files."""
+    import os
+    from pathlib import Path
+
     from trompe.errors import OutputExistsError
 
     if out.exists() and not out.is_dir():
@@ -183,6 +186,9 @@ def _collect_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 
 
 def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
+    import json
+    from pathlib import Path
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 

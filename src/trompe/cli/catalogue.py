@@ -1,13 +1,13 @@
 """``trompe models``, ``trompe labels``, ``trompe attacks``: what trompe knows, as tables or JSON.
 
 ``models`` and ``labels`` need no torch (the registry and the class names are plain data);
-``attacks`` reads the attack classes, which import torch.
+``attacks`` reads the attack classes, which import torch. As in every verb module, only what
+the parser needs is imported at the top (``trompe --help`` builds every sub-parser).
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +131,8 @@ def run_labels(args: argparse.Namespace) -> int:
 
 
 def _default_text(value: Any) -> str:
+    import inspect
+
     if value is inspect.Parameter.empty:
         return "required"
     if isinstance(value, float):
@@ -139,6 +141,8 @@ def _default_text(value: Any) -> str:
 
 
 def _attack_json(info: Any) -> dict[str, Any]:
+    import inspect
+
     from trompe.attacks._options import attack_options
 
     return {
@@ -164,6 +168,8 @@ def _attack_json(info: Any) -> dict[str, Any]:
 
 def run_attacks(args: argparse.Namespace) -> int:
     """The attacks with their threat models and defaults; with a name, that one's options."""
+    import inspect
+
     from rich.table import Table
 
     from trompe.attacks import get_attack, list_attacks

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trompe.cli import EXIT_OK, positive_int
@@ -43,6 +42,8 @@ def add_classify(verbs: Verbs, common: Parser) -> None:
 
 def run_classify(args: argparse.Namespace) -> int:
     """Classify the images of the command line (the bundled cat without any)."""
+    from pathlib import Path
+
     from rich.table import Table
 
     from trompe.cli._console import console, print_json
