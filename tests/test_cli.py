@@ -46,6 +46,49 @@ def test_version_and_help() -> None:
     assert "--top" in run("classify", "--help").stdout
 
 
+def imported_by(*args: str) -> set[str]:
+    """The top-level packages that `python -m trompe ARGS` imports, as a user runs it."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "trompe", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    assert lines, result.stderr
+    return {line.rsplit("|", 1)[1].strip().split(".")[0] for line in lines}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--help",),
+        ("--version",),
+        ("attack", "--help"),
+        ("classify", "--help"),
+        ("labels", "lemon"),
+        ("models",),
+        ("models", "--json"),
+    ],
+)
+def test_help_version_and_listings_start_without_torch(args: tuple[str, ...]) -> None:
+    """`trompe --help` answers in a blink: torch and matplotlib take seconds to import."""
+    modules = imported_by(*args)
+    assert "trompe" in modules
+    assert not modules & {"torch", "matplotlib", "numpy"}, sorted(modules)
+
+
+def test_the_startup_check_sees_torch_when_a_command_needs_it() -> None:
+    assert "torch" in imported_by("attacks", "fgsm", "--json")
+
+
+def test_every_verb_has_help() -> None:
+    for verb in ("classify", "models", "attack", "demo", "attacks", "labels"):
+        result = run(verb, "--help")
+        assert result.returncode == 0 and f"usage: trompe {verb}" in result.stdout, verb
+
+
 def test_classify_with_no_image_classifies_the_bundled_cat() -> None:
     result = run("classify")
     assert result.returncode == 0, result.stderr
@@ -338,3 +381,26 @@ def test_attacks_detail_lists_typed_options() -> None:
     text = run("attacks", "cw")
     assert text.returncode == 0 and "Carlini" in text.stdout and "kappa" in text.stdout
     assert_one_line_error(run("attacks", "pgdd"), 2, "did you mean pgd")
+
+
+def test_help_texts_state_the_library_defaults() -> None:
+    """The parser is built without torch, so its help writes the library's defaults out: the
+    same numbers as the library's constants, which this test reads with torch."""
+    import inspect
+    import re
+
+    from trompe.api import attack, classify, default_eps
+    from trompe.attacks import DEFAULT_TARGET_CONFIDENCE
+    from trompe.images import DEFAULT_MAX_PIXELS
+
+    def flat(text: str) -> str:
+        return re.sub(r"\s+", " ", text)
+
+    attack_help = flat(run("attack", "--help").stdout)
+    assert f"default {default_eps('linf') * 255:g} for linf" in attack_help
+    assert f"default {DEFAULT_TARGET_CONFIDENCE:g} with --target" in attack_help
+    assert f"default {DEFAULT_MAX_PIXELS:,}" in attack_help
+    assert f"default {inspect.signature(attack).parameters['attack'].default};" in attack_help
+    classify_help = flat(run("classify", "--help").stdout)
+    assert f"default {DEFAULT_MAX_PIXELS:,}" in classify_help
+    assert f"(default {inspect.signature(classify).parameters['k'].default})" in classify_help

@@ -3,6 +3,9 @@ checks of what an attack returns: a broken attack raises, it never passes as a s
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,13 +136,15 @@ def test_describe_lists_options_with_defaults() -> None:
     assert options["decay"]["type"] == "float" and options["decay"]["help"]
 
 
-def test_describe_matches_the_command_lines_json() -> None:
-    cli = pytest.importorskip("trompe.cli")
-    attack_json = getattr(cli, "_attack_json", None)
-    if attack_json is None:
-        pytest.skip("the command line reads AttackInfo.describe() itself")
-    for info in list_attacks():
-        assert info.describe() == attack_json(info)
+def test_the_command_lines_json_is_describe() -> None:
+    """`trompe attacks --json` prints the registry's descriptions, not a copy of its own."""
+    out = subprocess.run(
+        [sys.executable, "-m", "trompe", "attacks", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(out.stdout) == [info.describe() for info in list_attacks()]
 
 
 # -- the engine's checks of what _run returns ------------------------------------------------

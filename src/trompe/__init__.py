@@ -6,12 +6,16 @@ Example:
     >>> image = trompe.load_image(trompe.example_path())  # the bundled cat, RGB in [0, 1]
     >>> clf.predict(image, k=3)[0][0].label
     'tiger cat'
-"""
 
-__version__ = "0.1.0"
+The public names load on first use (PEP 562): ``import trompe`` costs milliseconds, and torch is
+imported by the first name that needs it, so the command line answers ``--help`` at once.
+"""
 
 import os as _os
 import sys as _sys
+from typing import TYPE_CHECKING
+
+from trompe._version import __version__
 
 # With OpenMP threads that spin while they wait, one other busy process on a small machine makes
 # every torch step up to 10x slower (measured on a 2-core VM); passive waiting avoids that. Only
@@ -19,37 +23,42 @@ import sys as _sys
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from trompe.api import attack, classify, resolve_model
-from trompe.attacks import AttackResult, SweepResult, Targeted, Untargeted, sweep
-from trompe.errors import (
-    AccessError,
-    ImageError,
-    InvalidArgumentError,
-    MissingWeightsError,
-    OutputExistsError,
-    TrompeError,
-    UnknownLabelError,
-    UnknownModelError,
-)
-from trompe.images import (
-    center_crop_resize,
-    example_path,
-    load_image,
-    load_images,
-    quantize,
-    save_png,
-    to_pil,
-)
-from trompe.labels import Labels, imagenet_labels
-from trompe.models import (
-    DEFAULT_MODEL,
-    Classifier,
-    ModelSpec,
-    Prediction,
-    list_models,
-    load_model,
-    register_model,
-)
+if TYPE_CHECKING:
+    from trompe.api import attack, classify, resolve_model
+    from trompe.attacks import AttackResult, SweepResult, Targeted, Untargeted
+
+    # From its own module: mypy reads `sweep` of trompe.attacks, both a submodule and a
+    # function there, as a second definition inside this conditional block.
+    from trompe.attacks.sweep import sweep
+    from trompe.errors import (
+        AccessError,
+        ImageError,
+        InvalidArgumentError,
+        MissingWeightsError,
+        OutputExistsError,
+        TrompeError,
+        UnknownLabelError,
+        UnknownModelError,
+    )
+    from trompe.images import (
+        center_crop_resize,
+        example_path,
+        load_image,
+        load_images,
+        quantize,
+        save_png,
+        to_pil,
+    )
+    from trompe.labels import Labels, imagenet_labels
+    from trompe.models import (
+        DEFAULT_MODEL,
+        Classifier,
+        ModelSpec,
+        Prediction,
+        list_models,
+        load_model,
+        register_model,
+    )
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -86,3 +95,58 @@ __all__ = [
     "sweep",
     "to_pil",
 ]
+
+#: Where each public name lives; the TYPE_CHECKING imports above say the same for type checkers.
+_HOMES = {
+    "trompe.api": ("attack", "classify", "resolve_model"),
+    "trompe.attacks": ("AttackResult", "SweepResult", "Targeted", "Untargeted", "sweep"),
+    "trompe.errors": (
+        "AccessError",
+        "ImageError",
+        "InvalidArgumentError",
+        "MissingWeightsError",
+        "OutputExistsError",
+        "TrompeError",
+        "UnknownLabelError",
+        "UnknownModelError",
+    ),
+    "trompe.images": (
+        "center_crop_resize",
+        "example_path",
+        "load_image",
+        "load_images",
+        "quantize",
+        "save_png",
+        "to_pil",
+    ),
+    "trompe.labels": ("Labels", "imagenet_labels"),
+    "trompe.models": (
+        "DEFAULT_MODEL",
+        "Classifier",
+        "ModelSpec",
+        "Prediction",
+        "list_models",
+        "load_model",
+        "register_model",
+    ),
+}
+_LAZY = {name: module for module, names in _HOMES.items() for name in names}
+#: The subpackages that ``import trompe`` used to import, so ``trompe.attacks.PGD`` still works.
+_SUBMODULES = ("api", "attacks", "errors", "images", "labels", "models")
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f"trompe.{name}")  # also sets it on this module
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trompe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup is an ordinary one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,10 +1,17 @@
-"""One-call functions for notebooks and scripts."""
+"""One-call functions for notebooks and scripts, and the argument policy of every front end.
+
+:func:`classify` and :func:`attack` are the calls; :func:`check_budget` and
+:func:`budget_from_levels` hold the rules on budgets (eps, a sweep, the smallest-eps search)
+that the command line and the web page apply before any work, so that they cannot disagree.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
-from typing import Any, Literal, cast, overload
+from dataclasses import dataclass
+from typing import Any, Literal, cast, get_args, overload
 
 import numpy as np
 import torch
@@ -29,8 +36,18 @@ from trompe.errors import InvalidArgumentError
 from trompe.images import load_image, quantize
 from trompe.models import DEFAULT_MODEL, Classifier, Prediction, load_model
 from trompe.models.registry import resolve_device
+from trompe.units import LEVELS, budget_to_unit
 
-__all__ = ["ImageLike", "ModelLike", "attack", "classify", "resolve_model"]
+__all__ = [
+    "Budget",
+    "ImageLike",
+    "ModelLike",
+    "attack",
+    "budget_from_levels",
+    "check_budget",
+    "classify",
+    "resolve_model",
+]
 
 ImageLike = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
 ModelLike = str | Classifier
@@ -103,6 +120,156 @@ def default_eps(norm: str) -> float:
         "l1": DEFAULT_EPS_L1,
         "l0": DEFAULT_EPS_L0,
     }[norm]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A checked budget request, in the Python API's units ([0, 1]; L0: pixels).
+
+    Attributes:
+        attack: the attack's registry name.
+        norm: the threat model: the one asked for, else the attack's first.
+        eps: the budget; the largest one tried with ``min_eps``; ``None`` for the attack's
+            default (and always for minimum-norm attacks and sweeps).
+        sweep: the budgets of a sweep, in the order given, or ``None``.
+        min_eps: search the smallest budget that works, up to ``eps``.
+    """
+
+    attack: str
+    norm: Norm
+    eps: float | None = None
+    sweep: tuple[float, ...] | None = None
+    min_eps: bool = False
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`attack` that this budget sets."""
+        out: dict[str, Any] = {
+            "attack": self.attack,
+            "norm": self.norm,
+            "eps": self.eps,
+            "min_eps": self.min_eps,
+        }
+        if self.sweep is not None:
+            out["sweep"] = list(self.sweep)
+        return out
+
+
+def check_budget(
+    attack: str,
+    *,
+    norm: str | None = None,
+    eps: float | None = None,
+    sweep: Sequence[float] | None = None,
+    min_eps: bool = False,
+    eps_name: str = "eps",
+    min_eps_name: str = "min_eps",
+) -> Budget:
+    """Check that an attack takes this threat model and this kind of budget, before any work.
+
+    Budgets are in the Python API's units; their values are checked by the attack itself.
+
+    Args:
+        attack: a registered attack name.
+        norm: the threat model; default the attack's first.
+        eps: one budget (the largest one with ``min_eps``).
+        sweep: several budgets, instead of ``eps``.
+        min_eps: search the smallest budget up to ``eps``.
+        eps_name: what the caller's user calls ``eps`` (``"--eps"`` on the command line), for
+            the error messages.
+        min_eps_name: the same for ``min_eps``.
+
+    Returns:
+        The request, with the attack's registry name and the threat model filled in.
+
+    Raises:
+        UnknownAttackError: no such attack (the message suggests the nearest names).
+        InvalidArgumentError: a threat model the attack lacks, a budget given to an attack that
+            finds the smallest change by itself, or a sweep mixed with ``eps`` or ``min_eps``.
+    """
+    info = get_attack(attack)
+    chosen = norm or info.norms[0]
+    if chosen not in get_args(Norm):
+        known = ", ".join(get_args(Norm))
+        raise InvalidArgumentError(f"norm must be one of {known}, got {chosen!r}")
+    if chosen not in info.norms:
+        raise InvalidArgumentError(
+            f"attack {info.name!r} supports the {', '.join(info.norms)} threat model, not "
+            f"{chosen!r}; see `trompe attacks` for the attacks of each"
+        )
+    if sweep is not None:
+        if min_eps:
+            raise InvalidArgumentError(f"give {min_eps_name} one largest budget, not a list")
+        if eps is not None:
+            raise InvalidArgumentError(f"give either a sweep of budgets or {eps_name}")
+    elif info.minimum_norm and (eps is not None or min_eps):
+        given = eps_name if eps is not None else min_eps_name
+        raise InvalidArgumentError(
+            f"attack {info.name!r} finds the smallest change by itself; it takes no {given} "
+            "(a list of budgets gives a sweep of its results)"
+        )
+    return Budget(
+        attack=info.name,
+        norm=chosen,
+        eps=None if eps is None else float(eps),
+        sweep=None if sweep is None else tuple(float(b) for b in sweep),
+        min_eps=min_eps,
+    )
+
+
+def budget_from_levels(
+    attack: str,
+    levels: Sequence[float] | None,
+    *,
+    norm: str | None = None,
+    min_eps: bool = False,
+    eps_name: str = "eps",
+    min_eps_name: str = "min_eps",
+) -> Budget:
+    """A budget as people give it, checked and in the Python API's units.
+
+    People count in 0-255 pixel levels (``10``, not ``10 / 255``) and L0 budgets in pixels;
+    one value is a budget, several a sweep. The command line's ``--eps`` and the web page's
+    field come here.
+
+    Args:
+        attack: a registered attack name.
+        levels: the budgets in 0-255 levels (L0: pixels); ``None`` or empty for the default.
+        norm: the threat model; default the attack's first.
+        min_eps: search the smallest budget up to the (single) one given.
+        eps_name: what the caller's user calls the budget, for the error messages.
+        min_eps_name: the same for ``min_eps``.
+
+    Raises:
+        InvalidArgumentError: a budget that is not above 0, an L-inf budget above 255 levels,
+            a fractional number of L0 pixels, and whatever :func:`check_budget` refuses.
+
+    Example:
+        >>> budget_from_levels("pgd", [8]).eps == 8 / 255
+        True
+        >>> budget_from_levels("pgd", [1, 2, 4]).sweep == (1 / 255, 2 / 255, 4 / 255)
+        True
+    """
+    chosen = norm or get_attack(attack).norms[0]
+    values = [float(v) for v in levels or ()]
+    for value in values:
+        if not value > 0 or not math.isfinite(value):
+            raise InvalidArgumentError(
+                f"{eps_name} must be a number of levels above 0, got {value}"
+            )
+    if chosen == "linf" and values and max(values) > LEVELS:
+        raise InvalidArgumentError(f"{eps_name} is in 0-{LEVELS} pixel levels; got {max(values):g}")
+    if chosen == "l0" and any(not value.is_integer() for value in values):
+        raise InvalidArgumentError(f"an L0 budget ({eps_name}) is a whole number of pixels")
+    converted = [budget_to_unit(value, chosen) for value in values]
+    return check_budget(
+        attack,
+        norm=chosen,
+        eps=converted[0] if len(converted) == 1 else None,
+        sweep=converted if len(converted) > 1 else None,
+        min_eps=min_eps,
+        eps_name=eps_name,
+        min_eps_name=min_eps_name,
+    )
 
 
 @overload
@@ -196,8 +363,9 @@ def attack(
         >>> result.success, result.class_prob(951)                            # doctest: +SKIP
         (tensor([True]), 0.997...)
     """
-    info = get_attack(attack)
-    norm = norm or info.norms[0]
+    request = check_budget(attack, norm=norm, eps=eps, sweep=sweep, min_eps=min_eps)
+    info = get_attack(request.attack)
+    norm = request.norm
     clf = resolve_model(model, device)
     images = load_image(image).unsqueeze(0).to(clf.device)
     if resolution == "model":
@@ -208,16 +376,10 @@ def attack(
         confidence = None  # a label-only attack sees no probabilities to raise
     goal = _resolve_goal(clf, images, target, confidence)
     if sweep is not None:
-        if eps is not None or min_eps:
-            raise InvalidArgumentError("give either a sweep of budgets or eps / min_eps")
         return run_sweep(
             info.cls, clf, images, goal, sweep, norm=norm, progress=progress, **options
         )
     if info.minimum_norm:
-        if eps is not None or min_eps:
-            raise InvalidArgumentError(
-                f"attack {info.name!r} finds the smallest change by itself; it takes no eps"
-            )
         runner: Attack = info.create(norm=norm, **options)
     else:
         if eps is not None:

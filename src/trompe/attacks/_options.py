@@ -44,6 +44,15 @@ class Option:
     def required(self) -> bool:
         return self.default is inspect.Parameter.empty
 
+    @property
+    def default_text(self) -> str:
+        """The default as listings show it: ``required``, ``0.25``, ``None``..."""
+        if self.required:
+            return "required"
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
+
 
 def _docstring_args(cls: type) -> dict[str, str]:
     """The ``Args:`` entries of the class docstring (Google style), by name; entries of base

