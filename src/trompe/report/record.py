@@ -107,7 +107,7 @@ def _params(params: Mapping[str, Any]) -> dict[str, Any]:
 def _versions() -> dict[str, str]:
     import PIL
 
-    from trompe import __version__
+    from trompe._version import __version__
 
     return {
         "trompe": __version__,
