@@ -279,3 +279,20 @@ def test_every_image_open_in_trompe_has_the_allow_list() -> None:
     ]
     assert calls, "load_image no longer opens files with Image.open: update this test"
     assert all("formats=IMAGE_FORMATS" in line for _, line in calls), calls
+
+
+def test_only_pillows_warnings_are_turned_into_log_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from trompe import images
+
+    pillow_file = images.Image.__file__
+    with (
+        caplog.at_level(logging.WARNING, logger="trompe.images"),
+        pytest.warns(UserWarning, match="not Pillow's") as passed,
+        images._pillow_warnings("'x.png'"),
+    ):
+        warnings.warn_explicit("Pillow speaks", UserWarning, pillow_file, 1)
+        warnings.warn("not Pillow's", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in passed] == ["not Pillow's"]
+    assert [r.getMessage() for r in caplog.records] == ["'x.png': Pillow speaks"]

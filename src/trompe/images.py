@@ -323,21 +323,34 @@ def _sniff(prefix: bytes) -> str | None:
 
 @contextlib.contextmanager
 def _pillow_warnings(shown: str) -> Iterator[None]:
-    """Turn the warnings raised while reading an image into one log line of ours.
+    """Turn Pillow's warnings while reading an image into one log line of ours.
 
     Pillow warns about broken files (an invalid APNG, corrupt EXIF, odd TIFF tags); printed by
     Python, such a warning names a file inside Pillow's install. Here it becomes one line on the
-    ``trompe.images`` logger that names the user's file instead.
+    ``trompe.images`` logger that names the user's file instead. Other warnings are passed on
+    unchanged, through the caller's filters.
     """
-    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    caught: list[warnings.WarningMessage] = []
+    with _WARNINGS_LOCK:
         try:
-            yield
+            with warnings.catch_warnings(record=True) as recorded:
+                warnings.simplefilter("always")
+                caught = recorded
+                yield
         finally:
-            messages = list(dict.fromkeys(short_reason(Warning(str(w.message))) for w in caught))
+            ours = [w for w in caught if _from_pillow(w.filename)]
+            for w in caught:
+                if not _from_pillow(w.filename):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            messages = list(dict.fromkeys(short_reason(Warning(str(w.message))) for w in ours))
             if messages:
                 more = f" (and {len(messages) - 1} more warnings)" if len(messages) > 1 else ""
                 logger.warning("%s: %s%s", shown, messages[0], more)
+
+
+def _from_pillow(filename: str) -> bool:
+    pillow = os.path.dirname(os.path.abspath(Image.__file__))
+    return os.path.abspath(filename).startswith(pillow + os.sep)
 
 
 def _pil_to_tensor(
