@@ -286,7 +286,7 @@ def test_text_file_named_jpg(tmp_path: Path) -> None:
     notes = tmp_path / "notes.jpg"
     notes.write_text("buy milk\n")
     with pytest.raises(
-        ImageError, match=r"notes\.jpg' is not an image that Pillow can read \(PNG, JPEG"
+        ImageError, match=r"notes\.jpg' is not an image in a format that trompe reads \(JPEG, PNG"
     ):
         load_image(notes)
 

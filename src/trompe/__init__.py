@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from trompe.errors import (
         AccessError,
         ImageError,
+        InstallationError,
         InvalidArgumentError,
         MissingWeightsError,
         OutputExistsError,
@@ -66,6 +67,7 @@ __all__ = [
     "AttackResult",
     "Classifier",
     "ImageError",
+    "InstallationError",
     "InvalidArgumentError",
     "Labels",
     "MissingWeightsError",
@@ -103,6 +105,7 @@ _HOMES = {
     "trompe.errors": (
         "AccessError",
         "ImageError",
+        "InstallationError",
         "InvalidArgumentError",
         "MissingWeightsError",
         "OutputExistsError",

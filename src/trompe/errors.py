@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "AccessError",
     "ImageError",
+    "InstallationError",
     "InvalidArgumentError",
     "MissingWeightsError",
     "OutputExistsError",
@@ -54,6 +55,10 @@ class UnknownAttackError(TrompeError, LookupError):
 
 class MissingWeightsError(TrompeError, ImportError):
     """The package holding a model's pretrained weights is not installed."""
+
+
+class InstallationError(TrompeError, RuntimeError):
+    """A file that trompe ships or depends on is damaged or altered: reinstall it."""
 
 
 class ImageError(TrompeError, OSError):

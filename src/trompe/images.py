@@ -3,8 +3,9 @@
 Every image inside trompe is a float32 tensor of shape (3, H, W) (or a batch (B, 3, H, W)) holding
 RGB values in [0, 1]. This module is the border with the outside world:
 
-- :func:`load_image` reads any file that Pillow can read (JPEG, PNG, WebP, GIF, TIFF, BMP...), or
-  takes a PIL image, a numpy array or a tensor, and always returns that canonical form. It refuses
+- :func:`load_image` reads JPEG, PNG, WebP, GIF, TIFF and BMP files (:data:`IMAGE_FORMATS`, an
+  allow-list: no other Pillow decoder and no external program is ever reached), or takes a PIL
+  image, a numpy array or a tensor, and always returns that canonical form. It refuses
   decompression bombs before decoding, honours EXIF orientation, and turns every failure into an
   :class:`~trompe.errors.ImageError` with a one-line message.
 - :func:`quantize` and :func:`to_uint8` put images on the 8-bit grid that a PNG can hold, so that
@@ -20,10 +21,12 @@ import contextlib
 import functools
 import importlib.resources
 import io
+import logging
 import math
 import os
 import pathlib
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeAlias
 
@@ -39,6 +42,7 @@ from trompe.errors import ImageError, InvalidArgumentError, TrompeError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "EXAMPLES",
+    "IMAGE_FORMATS",
     "ImageSource",
     "center_crop_resize",
     "example_path",
@@ -54,6 +58,11 @@ __all__ = [
 #: 64 megapixels, more than any camera photo that a classifier needs, and about 768 MB as float32.
 DEFAULT_MAX_PIXELS: int = 64_000_000
 
+#: The only formats that :func:`load_image` decodes, as Pillow names them. Pillow is never asked
+#: to try another plugin, so PostScript (which Pillow hands to Ghostscript), JPEG 2000, PSD, FITS
+#: and the rest are refused whatever the file is called.
+IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+
 #: The bundled example photos: name -> file name in ``trompe/data``.
 EXAMPLES: dict[str, str] = {"chelsea": "chelsea.png", "coffee": "coffee.png"}
 
@@ -62,7 +71,7 @@ _EXAMPLE_ALIASES: dict[str, str] = {"cat": "chelsea"}
 #: Anything :func:`load_image` accepts.
 ImageSource: TypeAlias = str | os.PathLike[str] | Image.Image | np.ndarray[Any, Any] | torch.Tensor
 
-_READABLE = "PNG, JPEG, WebP, GIF, TIFF, BMP..."
+_ACCEPTED = "JPEG, PNG, WebP, GIF, TIFF or BMP"
 _INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
 _SMOOTH_INTERPOLATIONS = ("bilinear", "bicubic")  # the modes with align_corners and antialias
 _EXIF_ORIENTATION = 0x0112
@@ -71,6 +80,12 @@ _EXIF_ORIENTATION = 0x0112
 # the calls that need it (under this lock, restoring the value afterwards) and apply our own
 # limit instead, so that callers' settings and other threads see Pillow's limit otherwise.
 _PILLOW_LIMIT_LOCK = threading.Lock()
+
+# warnings.catch_warnings swaps process-wide state; two threads inside it at once can leave the
+# other's recorder installed for good, so captures are serialised.
+_WARNINGS_LOCK = threading.Lock()
+
+logger = logging.getLogger(__name__)
 
 FloatArray: TypeAlias = npt.NDArray[np.float32]
 
@@ -115,10 +130,13 @@ def example_path(name: str = "chelsea") -> pathlib.Path:
 def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Read an image into a float RGB tensor in [0, 1].
 
-    Files are opened with Pillow, which reads JPEG, PNG, WebP, GIF (the first frame), TIFF, BMP
-    and more. The pixel count is read from the header and checked against ``max_pixels`` before
-    anything is decoded; then the whole file is decoded, so a truncated file fails here and not
-    later. EXIF orientation is applied, so the tensor is upright as a photo viewer shows it.
+    Files are opened with Pillow, restricted to :data:`IMAGE_FORMATS`: JPEG, PNG, WebP, GIF (the
+    first frame), TIFF and BMP, whatever the file name says. Other formats (PostScript, JPEG 2000,
+    PSD, FITS, ICO...) are refused without being decoded. Pillow's warnings about a file become
+    one line on the ``trompe.images`` logger. The pixel count is read from the header and checked
+    against ``max_pixels`` before anything is decoded; then the whole file is decoded, so a
+    truncated file fails here and not later. EXIF orientation is applied, so the tensor is
+    upright as a photo viewer shows it.
 
     Every mode becomes RGB:
 
@@ -132,7 +150,9 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 
     In-memory inputs:
 
-    - a PIL image: converted as a file is (EXIF orientation included); it is not closed.
+    - a PIL image: converted as a file is (EXIF orientation included); it is not closed. One
+      read from a file in another format than :data:`IMAGE_FORMATS` is refused (its lazy
+      decoding would run that format's decoder); ``image.convert("RGB")`` passes.
     - a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (RGBA, composited over white),
       of dtype uint8 (0-255), uint16 (0-65535), bool, or float with values in [0, 1].
     - a tensor (3, H, W) or (1, 3, H, W), uint8 or float with values in [0, 1], on any device.
@@ -147,8 +167,8 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         The image, float32, contiguous, on the CPU.
 
     Raises:
-        ImageError: the file is missing, a directory, unreadable, not an image, truncated or
-            corrupt, too large, or holds values whose range is unknown.
+        ImageError: the file is missing, a directory, unreadable, not an image in an accepted
+            format, truncated or corrupt, too large, or holds values whose range is unknown.
         InvalidArgumentError: an in-memory input has the wrong type, shape, dtype or range, or
             ``max_pixels`` is not a positive integer.
 
@@ -166,8 +186,15 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     if isinstance(source, np.ndarray):
         return _array_to_image(source)
     if isinstance(source, Image.Image):
-        name = getattr(source, "filename", "") or "the PIL image"
-        return _pil_to_tensor(source, str(name), max_pixels, InvalidArgumentError)
+        name = str(getattr(source, "filename", "") or "the PIL image")
+        found = source.format
+        if found is not None and found not in IMAGE_FORMATS:
+            raise InvalidArgumentError(
+                f"'{name}' is a {found} image; trompe decodes only {_ACCEPTED} files; "
+                'pass image.convert("RGB") if you trust it'
+            )
+        with _pillow_warnings(f"'{name}'"):
+            return _pil_to_tensor(source, name, max_pixels, InvalidArgumentError)
     if isinstance(source, str | os.PathLike):
         return _load_file(os.fspath(source), max_pixels)
     raise InvalidArgumentError(
@@ -236,12 +263,18 @@ def _load_file(path: str, max_pixels: int) -> torch.Tensor:
     if stat.st_size == 0:
         raise ImageError(f"{shown} is empty (0 bytes); give an image file")
 
+    with _pillow_warnings(shown):
+        return _open_and_convert(path, shown, max_pixels)
+
+
+def _open_and_convert(path: str, shown: str, max_pixels: int) -> torch.Tensor:
     try:
         # Image.open only parses the header, so switching Pillow's check off here is brief.
+        # formats= keeps every other plugin out, even for a file whose content claims one.
         with _pillow_limit_off():
-            opened = Image.open(path)
+            opened = Image.open(path, formats=IMAGE_FORMATS)
     except UnidentifiedImageError:
-        raise ImageError(f"{shown} is not an image that Pillow can read ({_READABLE})") from None
+        raise ImageError(_unaccepted_message(path, shown)) from None
     except PermissionError:
         raise ImageError(f"cannot read {shown}: permission denied; check its permissions") from None
     except IsADirectoryError:
@@ -252,6 +285,72 @@ def _load_file(path: str, max_pixels: int) -> torch.Tensor:
         raise ImageError(f"{shown} is truncated or corrupt: {short_reason(error)}") from None
     with opened:
         return _pil_to_tensor(opened, path, max_pixels, ImageError)
+
+
+def _unaccepted_message(path: str, shown: str) -> str:
+    """Why a file that Pillow may not open was refused, naming its format when it is known."""
+    try:
+        with open(path, "rb") as file:
+            prefix = file.read(16)  # what Pillow's format checks look at
+    except OSError:
+        prefix = b""
+    found = _sniff(prefix)
+    if found is None:
+        return f"{shown} is not an image in a format that trompe reads ({_ACCEPTED})"
+    return (
+        f"{shown} looks like {found} data, which trompe does not decode; it reads {_ACCEPTED} "
+        "files: convert it to PNG first"
+    )
+
+
+def _sniff(prefix: bytes) -> str | None:
+    """The format whose signature ``prefix`` carries, among the formats Pillow knows.
+
+    Only the plugins' signature checks run (comparisons of the first bytes), never a plugin's
+    parser or decoder. Formats without a signature (TGA, ...) stay unnamed.
+    """
+    Image.init()
+    for name, (_, accept) in Image.OPEN.items():
+        if name in IMAGE_FORMATS or accept is None:
+            continue
+        try:
+            if accept(prefix):
+                return name
+        except Exception:  # a signature check that chokes on a short prefix
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def _pillow_warnings(shown: str) -> Iterator[None]:
+    """Turn Pillow's warnings while reading an image into one log line of ours.
+
+    Pillow warns about broken files (an invalid APNG, corrupt EXIF, odd TIFF tags); printed by
+    Python, such a warning names a file inside Pillow's install. Here it becomes one line on the
+    ``trompe.images`` logger that names the user's file instead. Other warnings are passed on
+    unchanged, through the caller's filters.
+    """
+    caught: list[warnings.WarningMessage] = []
+    with _WARNINGS_LOCK:
+        try:
+            with warnings.catch_warnings(record=True) as recorded:
+                warnings.simplefilter("always")
+                caught = recorded
+                yield
+        finally:
+            ours = [w for w in caught if _from_pillow(w.filename)]
+            for w in caught:
+                if not _from_pillow(w.filename):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            messages = list(dict.fromkeys(short_reason(Warning(str(w.message))) for w in ours))
+            if messages:
+                more = f" (and {len(messages) - 1} more warnings)" if len(messages) > 1 else ""
+                logger.warning("%s: %s%s", shown, messages[0], more)
+
+
+def _from_pillow(filename: str) -> bool:
+    pillow = os.path.dirname(os.path.abspath(Image.__file__))
+    return os.path.abspath(filename).startswith(pillow + os.sep)
 
 
 def _pil_to_tensor(

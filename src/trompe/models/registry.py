@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trompe.errors import InvalidArgumentError, MissingWeightsError, TrompeError, UnknownModelError
+from trompe.errors import InvalidArgumentError, MissingWeightsError, UnknownModelError
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +57,7 @@ class ModelSpec:
         dataset: what the classes are.
         num_params: parameter count, shown by ``trompe models``.
         description: one line for listings.
+        weights_sha256: the weights file's SHA-256, checked at load; None skips the check.
     """
 
     name: str
@@ -72,6 +73,7 @@ class ModelSpec:
     dataset: str = "imagenet-1k"
     num_params: int = 0
     description: str = ""
+    weights_sha256: str | None = field(default=None, repr=False)
 
     @property
     def installed(self) -> bool:
@@ -152,22 +154,14 @@ def get_spec(name: str) -> ModelSpec:
 @functools.cache
 def _state_dict(name: str) -> dict[str, torch.Tensor]:
     """Read a model's weights once per process; later loads copy from memory."""
-    import torch
+    from trompe.models._weights import read_state_dict  # imports torch: only when loading
 
     spec = get_spec(name)
     path = spec.weights_path()
     logger.info("loading weights of %s from %s", spec.name, path)
-    try:
-        # weights_only: a checkpoint is data, never code.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrompeError(
-            f"cannot read the weights of {spec.name} at {path}: {exc}; "
-            f"reinstall them with `{spec.install_hint} --force-reinstall`"
-        ) from exc
-    if not isinstance(state, dict):
-        raise TrompeError(f"the weights file of {spec.name} at {path} holds no state dict")
-    return state
+    return read_state_dict(
+        path, model=spec.name, package=spec.weights_package, sha256=spec.weights_sha256
+    )
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -215,6 +209,7 @@ def load_model(
     Raises:
         UnknownModelError: the name is not registered.
         MissingWeightsError: the weights package is not installed.
+        InstallationError: the weights file is altered or damaged (digest, NaN, keys, shapes).
 
     Example:
         >>> clf = load_model("efficientnet_lite0")
@@ -222,11 +217,18 @@ def load_model(
         (224, 224)
     """
     from trompe.labels import imagenet_labels
+    from trompe.models._weights import load_into
     from trompe.models.classifier import Classifier
 
     spec = get_spec(name)
     net = spec.build()
-    net.load_state_dict(_state_dict(spec.name), strict=True)
+    load_into(
+        net,
+        _state_dict(spec.name),
+        model=spec.name,
+        package=spec.weights_package,
+        path=spec.weights_path(),
+    )
     clf = Classifier(
         net,
         mean=spec.mean,
@@ -250,14 +252,30 @@ def _build_lite(name: str) -> nn.Module:
 # EfficientNet-Lite was trained in TensorFlow on (pixel - 127) / 128 of 0-255 values, after a
 # centred crop of S / (S + 32) of the shorter side and a bicubic resize to S x S. The input size S
 # is the one of LITE_CONFIGS (a test checks that they agree), written here so that listing the
-# models does not import the architecture and torch.
+# models does not import the architecture and torch. The file names carry the first 8 hex digits
+# of the SHA-256; trompe pins all 64.
 _LITE_WEIGHTS = {
-    "efficientnet_lite0": ("efficientnet-lite0-57934424.pth", 4_652_008, 224),
-    "efficientnet_lite1": ("efficientnet-lite1-77cc7160.pth", 5_416_680, 240),
-    "efficientnet_lite2": ("efficientnet-lite2-9656183e.pth", 6_092_072, 260),
+    "efficientnet_lite0": (
+        "efficientnet-lite0-57934424.pth",
+        4_652_008,
+        224,
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    ),
+    "efficientnet_lite1": (
+        "efficientnet-lite1-77cc7160.pth",
+        5_416_680,
+        240,
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+    ),
+    "efficientnet_lite2": (
+        "efficientnet-lite2-9656183e.pth",
+        6_092_072,
+        260,
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+    ),
 }
 
-for _name, (_file, _params, _size) in _LITE_WEIGHTS.items():
+for _name, (_file, _params, _size, _sha256) in _LITE_WEIGHTS.items():
     register_model(
         ModelSpec(
             name=_name,
@@ -271,5 +289,6 @@ for _name, (_file, _params, _size) in _LITE_WEIGHTS.items():
             std=(128.0 / 255.0,) * 3,
             num_params=_params,
             description=f"EfficientNet-Lite{_name[-1]}, ImageNet-1k, TF-trained, {_size} px",
+            weights_sha256=_sha256,
         )
     )
