@@ -341,7 +341,7 @@ class FixedBudgetAttack(Attack):
         """Bring each image back into the eps-ball around ``images`` and into [0, 1]."""
         delta = adversarial - images
         if self.norm == "linf":
-            delta = delta.clamp(-self.eps, self.eps)
+            delta = delta.clamp_(-self.eps, self.eps)  # in place: delta is a new tensor
         elif self.norm == "l2":
             norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
             factor = (self.eps / norms).clamp(max=1.0)
@@ -350,7 +350,7 @@ class FixedBudgetAttack(Attack):
             delta = project_l1(delta, self.eps)
         else:
             delta = project_l0(delta, int(self.eps))
-        return (images + delta).clamp(0.0, 1.0)
+        return (images + delta).clamp_(0.0, 1.0)
 
     def round_into_budget(self, adversarial: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Round to 8 bits without leaving the budget or [0, 1].
@@ -508,7 +508,10 @@ class IterativeAttack(FixedBudgetAttack):
         def round_fn(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
             return self.round_into_budget(x, images[index])
 
-        tracker = Tracker(images, goal, self.early_stop)
+        # The best iterate is the fallback of early stopping and what restarts compare; a
+        # single fixed-step run returns its last iterate and needs no best-iterate bookkeeping.
+        keep_best = self.early_stop or self.restarts > 1
+        tracker = Tracker(images, goal, self.early_stop, keep_best=keep_best)
         generator = self._generator(images.device)
         # No noise where the model does not look (outside its centre crop): it could never be
         # optimised away and would only make the photo worse.
@@ -530,22 +533,29 @@ class IterativeAttack(FixedBudgetAttack):
                 last = step == self.steps
                 if last and not self.early_stop:
                     break  # a fixed-step run returns its last iterate, evaluated by __call__
-                current = x[index]
+                # While every image runs (always, without early stopping), work on the whole
+                # batch as it is: no gather of x, images and goal, no scatter back.
+                everyone = index is tracker.everyone
+                if everyone:
+                    current, origin, running = x, images, goal
+                else:
+                    current, origin, running = x[index], images[index], goal.subset(index)
                 if last:
                     with torch.no_grad():
                         logits = model(current)
                     forwards: int | torch.Tensor = 1
                 else:
-                    logits, grad, forwards = self._gradient(
-                        model, current, goal.subset(index), generator
-                    )
+                    logits, grad, forwards = self._gradient(model, current, running, generator)
                 tracker.count(index, forwards=forwards, gradients=0 if last else 1)
                 tracker.observe(model, index, current, logits, round_fn)
                 if last:
                     break
                 with torch.no_grad():
                     moved = self._step(current, grad, state, index)
-                    x[index] = self.project(moved, images[index])
+                    if everyone:
+                        x = self.project(moved, origin)
+                    else:
+                        x[index] = self.project(moved, origin)
                 if progress is not None:
                     done = int(tracker.done.sum())
                     at = restart * self.steps + step + 1

@@ -51,5 +51,7 @@ class PGD(IterativeAttack):
         index: torch.Tensor,
     ) -> torch.Tensor:
         if self.norm == "linf":
-            return adversarial + self.step_size * grad.sign()
+            # adversarial + step_size * sign in one pass: step_size * (-1, 0 or 1) is exact,
+            # so the result is the same to the bit.
+            return torch.add(adversarial, grad.sign(), alpha=self.step_size)
         return adversarial + self.step_size * l2_normalise(grad)

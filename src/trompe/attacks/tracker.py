@@ -85,6 +85,8 @@ class Tracker:
         images: (B, 3, H, W) the images the run attacks (those that do not meet the goal yet).
         goal: their goal, one class per image.
         early_stop: whether images leave the batch (:meth:`active`) once their goal is met.
+        keep_best: keep the best iterate in :meth:`observe`; loops that return their last
+            iterate turn it off (``best`` then stays the original images).
 
     Attributes:
         adversarial: (B, 3, H, W) the images the run returns; starts as a copy of ``images``.
@@ -95,13 +97,19 @@ class Tracker:
         forwards: (B,) long, on the CPU: model evaluations (queries for an oracle).
         gradients: (B,) long, on the CPU: backward passes.
         goal_prob: the goal class's probability of the first running image, for progress.
+        everyone: (B,) the indices of the whole batch. While every image runs, :meth:`active`
+            returns this very tensor, and the methods given it skip their gathers, scatters and
+            host copies: the full-batch fast path (callers can test ``index is everyone``).
     """
 
-    def __init__(self, images: torch.Tensor, goal: Goal, early_stop: bool) -> None:
+    def __init__(
+        self, images: torch.Tensor, goal: Goal, early_stop: bool, *, keep_best: bool = True
+    ) -> None:
         batch = images.shape[0]
         device = images.device
         self.goal = goal
         self.early_stop = early_stop
+        self.keep_best = keep_best
         self.adversarial = images.clone()
         self.best = images.clone()
         self.best_margin = torch.full((batch,), -math.inf, device=device)
@@ -109,13 +117,33 @@ class Tracker:
         self.steps = torch.zeros(batch, dtype=torch.long)
         self.forwards = torch.zeros(batch, dtype=torch.long)
         self.gradients = torch.zeros(batch, dtype=torch.long)
-        self.goal_prob = math.nan
+        self.everyone = torch.arange(batch, device=device)
+        self._goal_prob = math.nan
+        # The logits row and class of the last observation, turned into goal_prob only when
+        # read (a softmax and a host sync that a run without a progress callback never needs).
+        self._prob_source: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def goal_prob(self) -> float:
+        """The goal class's probability for the first running image at the last observation."""
+        if self._prob_source is not None:
+            logits, classes = self._prob_source
+            self._goal_prob = float(logits.softmax(dim=1)[0, classes[0]])
+            self._prob_source = None
+        return self._goal_prob
+
+    @goal_prob.setter
+    def goal_prob(self, value: float) -> None:
+        self._goal_prob = value
+        self._prob_source = None
 
     def active(self) -> torch.Tensor:
-        """Indices of the images still running: those not done, or all without early stopping."""
+        """Indices of the images still running: those not done, or all without early stopping
+        (:attr:`everyone` itself while all run)."""
         if not self.early_stop:
-            return torch.arange(self.done.shape[0], device=self.done.device)
-        return (~self.done).nonzero().squeeze(1)
+            return self.everyone
+        index = (~self.done).nonzero().squeeze(1)
+        return self.everyone if len(index) == len(self.everyone) else index
 
     def pending(self) -> torch.Tensor:
         """Indices of the images whose goal is not met yet (whatever ``early_stop`` says)."""
@@ -126,6 +154,11 @@ class Tracker:
     ) -> None:
         """Count ``forwards`` model evaluations and ``gradients`` backward passes (each one
         step) for every image of ``index``; ``forwards`` may be a per-image (N,) tensor."""
+        if index is self.everyone:  # no copy of the index to the host (a sync on a GPU)
+            self.forwards += forwards if isinstance(forwards, int) else forwards.cpu()
+            self.gradients += gradients
+            self.steps += gradients
+            return
         cpu = index.cpu()
         self.forwards[cpu] += forwards if isinstance(forwards, int) else forwards.cpu()
         self.gradients[cpu] += gradients
@@ -141,21 +174,29 @@ class Tracker:
     ) -> None:
         """Record the float iterates ``candidates`` of images ``index`` and their ``logits``.
 
-        Keeps the best iterate per image, and with early stopping checks the goal on the 8-bit
-        version of the iterates whose float logits meet it: one extra forward pass for those
-        images only (counted here). ``round_fn(x, index)`` rounds iterates into the budget.
+        Keeps the best iterate per image (unless ``keep_best`` is off), and with early stopping
+        checks the goal on the 8-bit version of the iterates whose float logits meet it: one
+        extra forward pass for those images only (counted here). ``round_fn(x, index)`` rounds
+        iterates into the budget.
         """
-        goal = self.goal.subset(index)
+        everyone = index is self.everyone
+        goal = self.goal if everyone else self.goal.subset(index)
         with torch.no_grad():
             logits = logits.detach()
             candidates = candidates.detach()
             if len(index):
-                prob = logits[:1].softmax(dim=1)[0, goal.classes[0]]
-                self.goal_prob = float(prob)
+                self._prob_source = (logits[:1], goal.classes[:1])
+            if not self.keep_best and not self.early_stop:
+                return
             margin = goal.margin(logits)
-            better = margin > self.best_margin[index]
-            self.best_margin[index[better]] = margin[better]
-            self.best[index[better]] = candidates[better]
+            if self.keep_best:
+                better = margin > self.best_margin[index]
+                if everyone:  # the same values, without boolean indexing (host syncs)
+                    self.best_margin = torch.where(better, margin, self.best_margin)
+                    self.best = torch.where(better.view(-1, 1, 1, 1), candidates, self.best)
+                else:
+                    self.best_margin[index[better]] = margin[better]
+                    self.best[index[better]] = candidates[better]
             if not self.early_stop:
                 return
             hopeful = (margin > 0).nonzero().squeeze(1)
