@@ -288,6 +288,19 @@ def _out_of_memory(error: BaseException) -> bool:
     )
 
 
+def _memory_reason(error: BaseException) -> str:
+    """How much the failed allocation asked for, when the message says so (torch's do)."""
+    import re
+
+    found = re.search(r"tried to allocate ([0-9.]+ ?[KMGT]i?B|[0-9]+ bytes)", str(error), re.I)
+    if found is None:
+        return type(error).__name__
+    amount = found[1]
+    if amount.endswith("bytes"):
+        amount = f"{int(amount.split()[0]) / 2**20:,.0f} MiB"
+    return f"an allocation of {amount} failed"
+
+
 def _short(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     text = lines[0] if lines and lines[0] else type(error).__name__
@@ -339,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         if _out_of_memory(exc):
-            _say(f"trompe: error: out of memory ({_short(exc)}); {_MEMORY_HINT}")
+            _say(f"trompe: error: out of memory ({_memory_reason(exc)}); {_MEMORY_HINT}")
         else:
             _say(
                 f"trompe: internal error: {type(exc).__name__}: {_short(exc)} "

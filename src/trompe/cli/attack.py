@@ -140,9 +140,12 @@ def _attack_options(parser: argparse.ArgumentParser, *, out_default: str) -> Non
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _check_output(out_text: str, force: bool, source: Path) -> Path:
+def _check_output(out_text: str, force: bool, source: Path | None) -> Path:
     """Refuse, before any work and with the true reason, an output folder that cannot be
-    written, would overwrite files without ``--force``, or would overwrite the input photo."""
+    written, would overwrite files without ``--force``, or would overwrite the input photo.
+
+    It runs first, before torch is imported: a mistyped --out costs no wait.
+    """
     import os
     from pathlib import Path
 
@@ -151,6 +154,8 @@ def _check_output(out_text: str, force: bool, source: Path) -> Path:
 
     if not out_text.strip():
         raise InvalidArgumentError("--out is empty; give a folder, e.g. --out trompe-out")
+    if "\x00" in out_text:
+        raise InvalidArgumentError("--out holds a NUL character, which no path can; fix --out")
     out = Path(out_text)
     shown = printable(repr(str(out)))
     # The nearest part of the path that exists decides: a folder to create the rest in, or
@@ -182,7 +187,7 @@ def _check_output(out_text: str, force: bool, source: Path) -> Path:
                 f"{printable(repr(str(target)))} is a folder; remove it or choose another --out"
             )
         # The input is never an output, --force or not.
-        if source.exists() and target.exists() and os.path.samefile(source, target):
+        if source is not None and source.exists() and target.exists() and source.samefile(target):
             raise InvalidArgumentError(
                 f"--out {shown} would overwrite the input photo {printable(repr(str(source)))} "
                 f"(as {name}); choose another --out"
@@ -232,6 +237,8 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
     import json
     from pathlib import Path
 
+    out = _check_output(args.out, args.force, Path(image_arg) if image_arg else None)
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
@@ -254,7 +261,6 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
     )
     options = _collect_options(args, info.cls)
     source = Path(image_arg) if image_arg else example_path("chelsea")
-    out = _check_output(args.out, args.force, source)
     image = load_image(source, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS)
     clf = resolve_model(args.model or DEFAULT_MODEL, args.device)
     target = args.target
