@@ -187,6 +187,7 @@ def test_a_closed_stdout_is_written_to_nowhere() -> None:
         ("--seed", "1e23", ("--seed", "whole number")),
         ("--seed", "1" + "0" * 23, ("--seed", "2**63 - 1")),
         ("--steps", "9" * 30, ("--steps", "2,147,483,647")),
+        ("-O", "seed=" + "9" * 25, ("seed", "2**63 - 1")),
     ],
 )
 def test_odd_devices_and_huge_numbers_are_usage_errors(

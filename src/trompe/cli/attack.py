@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from trompe.cli import (
     EXIT_FAILURE,
     EXIT_OK,
+    MAX_SEED,
     budgets,
     device,
     levels,
@@ -230,6 +231,11 @@ def _collect_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     for text in getattr(args, "option", []):
         key, value = parse_option(cls, text)
         options[key] = value
+    if isinstance(options.get("seed"), int) and not 0 <= options["seed"] <= MAX_SEED:
+        # -O seed=... as --seed: torch's generators take 64 bits, and say so with a traceback.
+        raise InvalidArgumentError(
+            f"seed must be a whole number from 0 to {MAX_SEED} (2**63 - 1), got {options['seed']}"
+        )
     return options
 
 
