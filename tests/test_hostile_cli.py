@@ -368,7 +368,8 @@ def test_shown_strings_render_as_typed(text: str) -> None:
     visible = printable(text)
     assert visible.isprintable()
     assert visible == text or not text.isprintable()
-    assert Text.from_markup(shown(text)).plain == visible
+    # As the CLI uses it, followed by markup of its own (alone, rich doubles a last backslash).
+    assert Text.from_markup(shown(text) + "[bold]|[/bold]").plain == visible + "|"
 
 
 HOSTILE = ["", " ", "[bold red]x", "res[/bold]ults", "\x1b[31m", "\x1b]0;t\x07", "-1", "a\tb"]

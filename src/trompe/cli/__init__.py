@@ -233,6 +233,10 @@ class _Signals:
             if handler is not None:
                 signal.signal(signum, handler)
 
+    def ignore(self) -> None:
+        for signum in self.previous:
+            signal.signal(signum, signal.SIG_IGN)
+
 
 def _say(line: str) -> None:
     """One line on stderr, control characters shown escaped; a stderr that is gone is ignored."""
@@ -312,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Exit codes: 0 done, 1 failure at run time, 2 usage error, 130 Ctrl-C, 143 SIGTERM, 141 the
     reader of stdout went away. ``--help`` and usage errors of the parser raise ``SystemExit``.
+    With ``argv`` given, the signal handlers are put back on return; without (the program, which
+    exits next), SIGINT and SIGTERM are left ignored.
     """
     _guard_standard_streams()
     signals = _Signals()
@@ -360,7 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return EXIT_FAILURE
     finally:
-        signals.restore()
+        if argv is None:
+            # Run as the program, which exits next: a late Ctrl-C (a second one, say) would
+            # otherwise interrupt the interpreter's exit and print a traceback.
+            signals.ignore()
+        else:
+            signals.restore()
 
 
 def _main(argv: Sequence[str] | None) -> int:
