@@ -36,7 +36,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from trompe._files import exists_error, move_into_place, short_reason, stage
+from trompe._files import (
+    all_or_nothing,
+    exists_error,
+    move_into_place,
+    remove_stale_temporaries,
+    short_reason,
+    stage,
+)
 from trompe.errors import ImageError, InvalidArgumentError, TrompeError
 
 __all__ = [
@@ -717,13 +724,12 @@ def save_png(
 
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
-    temporary = stage(directory, target, buffer.getvalue())
-    try:
+    remove_stale_temporaries(directory)
+    # After a successful move the temporary name is gone (or is a second hard link); the undo
+    # removes it in every case, and an interruption at any point leaves no temporary behind.
+    with all_or_nothing([]) as (staged, _):
+        temporary = stage(directory, target, buffer.getvalue(), staged)
         move_into_place(temporary, target, force)
-    finally:
-        # After a successful move the temporary name is gone (or is a second hard link).
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
     return target
 
 

@@ -11,7 +11,17 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from trompe.cli import EXIT_FAILURE, EXIT_OK, budgets, levels, positive_int, probability
+from trompe.cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    MAX_SEED,
+    budgets,
+    device,
+    levels,
+    positive_int,
+    probability,
+    seed,
+)
 from trompe.errors import InvalidArgumentError, TrompeError
 
 if TYPE_CHECKING:
@@ -66,7 +76,7 @@ def add_demo(verbs: Verbs, common: Parser) -> None:
     demo.add_argument("--out", "-o", default="trompe-demo", help="output folder")
     demo.add_argument("--force", action="store_true", help="overwrite files in the folder")
     demo.add_argument("--model", "-m", help="a model name (see `trompe models`)")
-    demo.add_argument("--device", help="torch device, e.g. cuda (default cpu)")
+    demo.add_argument("--device", type=device, help="torch device, e.g. cuda (default cpu)")
     demo.add_argument("--json", action="store_true", help="print the result JSON on stdout")
     demo.set_defaults(run=run_demo)
 
@@ -114,7 +124,7 @@ def _attack_options(parser: argparse.ArgumentParser, *, out_default: str) -> Non
     parser.add_argument(
         "--min-eps", action="store_true", help="search the smallest budget that works"
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--resolution",
         choices=["full", "model"],
@@ -124,32 +134,71 @@ def _attack_options(parser: argparse.ArgumentParser, *, out_default: str) -> Non
     parser.add_argument("--out", "-o", default=out_default, help=f"output folder ({out_default})")
     parser.add_argument("--force", action="store_true", help="overwrite files in the folder")
     parser.add_argument("--json", action="store_true", help="print the result JSON on stdout")
-    parser.add_argument("--device", help="torch device, e.g. cuda (default cpu)")
+    parser.add_argument("--device", type=device, help="torch device, e.g. cuda (default cpu)")
     parser.add_argument(
         "--max-pixels", type=positive_int, help="refuse larger images (default 64,000,000)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _check_output(out: Path, force: bool) -> None:
-    """Refuse, before any work, an output that cannot be written or would overwrite files."""
+def _check_output(out_text: str, force: bool, source: Path | None) -> Path:
+    """Refuse, before any work and with the true reason, an output folder that cannot be
+    written, would overwrite files without ``--force``, or would overwrite the input photo.
+
+    It runs first, before torch is imported: a mistyped --out costs no wait.
+    """
     import os
     from pathlib import Path
 
+    from trompe.cli._console import printable
     from trompe.errors import OutputExistsError
 
-    if out.exists() and not out.is_dir():
-        raise TrompeError(f"--out {str(out)!r} is a file, not a folder; choose another --out")
-    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise TrompeError(f"cannot write into {str(parent)!r}: permission denied; choose --out")
-    if not force:
-        for name in _OUTPUT_NAMES:
-            if (out / name).exists():
-                raise OutputExistsError(
-                    f"{str(out / name)!r} exists already; pass --force to overwrite it, or "
-                    "choose another --out"
-                )
+    if not out_text.strip():
+        raise InvalidArgumentError("--out is empty; give a folder, e.g. --out trompe-out")
+    if "\x00" in out_text:
+        raise InvalidArgumentError("--out holds a NUL character, which no path can; fix --out")
+    out = Path(out_text)
+    shown = printable(repr(str(out)))
+    # The nearest part of the path that exists decides: a folder to create the rest in, or
+    # the true reason why not.
+    for part in (out, *out.parents):
+        if part.is_symlink() and not part.exists():
+            pointee = printable(repr(os.readlink(part)))
+            raise TrompeError(
+                f"--out {shown}: {printable(repr(str(part)))} is a link to {pointee}, which does "
+                "not exist; create it or choose another --out"
+            )
+        if part.exists():
+            break
+    else:  # pragma: no cover (a relative path ends at ".", which exists)
+        part = Path(".")
+    if not part.is_dir():
+        where = "" if part == out else f" goes through {printable(repr(str(part)))}, which"
+        raise TrompeError(f"--out {shown}{where} is a file, not a folder; choose another --out")
+    if not os.access(part, os.W_OK | os.X_OK):
+        raise TrompeError(
+            f"cannot write into {printable(repr(str(part)))}: permission denied; choose --out"
+        )
+    for name in _OUTPUT_NAMES:
+        target = out / name
+        if not (target.exists() or target.is_symlink()):
+            continue
+        if target.is_dir():
+            raise TrompeError(
+                f"{printable(repr(str(target)))} is a folder; remove it or choose another --out"
+            )
+        # The input is never an output, --force or not.
+        if source is not None and source.exists() and target.exists() and source.samefile(target):
+            raise InvalidArgumentError(
+                f"--out {shown} would overwrite the input photo {printable(repr(str(source)))} "
+                f"(as {name}); choose another --out"
+            )
+        if not force:
+            raise OutputExistsError(
+                f"{printable(repr(str(target)))} exists already; pass --force to overwrite it, "
+                "or choose another --out"
+            )
+    return out
 
 
 def _collect_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -182,6 +231,11 @@ def _collect_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     for text in getattr(args, "option", []):
         key, value = parse_option(cls, text)
         options[key] = value
+    if isinstance(options.get("seed"), int) and not 0 <= options["seed"] <= MAX_SEED:
+        # -O seed=... as --seed: torch's generators take 64 bits, and say so with a traceback.
+        raise InvalidArgumentError(
+            f"seed must be a whole number from 0 to {MAX_SEED} (2**63 - 1), got {options['seed']}"
+        )
     return options
 
 
@@ -189,13 +243,15 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
     import json
     from pathlib import Path
 
+    out = _check_output(args.out, args.force, Path(image_arg) if image_arg else None)
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from trompe.api import attack as run_attack
     from trompe.api import budget_from_levels, resolve_model
     from trompe.attacks import SweepResult, get_attack
-    from trompe.cli._console import console, print_json
+    from trompe.cli._console import console, print_json, shown
     from trompe.images import DEFAULT_MAX_PIXELS, example_path, load_image
     from trompe.models import DEFAULT_MODEL
     from trompe.report import save_result
@@ -210,8 +266,6 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
         min_eps_name="--min-eps",
     )
     options = _collect_options(args, info.cls)
-    out = Path(args.out)
-    _check_output(out, args.force)
     source = Path(image_arg) if image_arg else example_path("chelsea")
     image = load_image(source, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS)
     clf = resolve_model(args.model or DEFAULT_MODEL, args.device)
@@ -226,7 +280,7 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
     stdout = console()
     err = console(stderr=True)
     show = not args.json and not getattr(args, "no_progress", False) and err.is_terminal
-    goal_name = clf.labels[target] if target is not None else "true class"
+    goal_name = shown(clf.labels[target]) if target is not None else "true class"
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -276,12 +330,16 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
         err.print(f"note: the model {wanted} for this image; nothing to change")
     before, after = result.top(1, after=False)[0][0], result.top(1)[0][0]
     gi = int(result.goal.classes[0])
-    table = Table(title=f"{source.name}: {info.name} on {clf.name}", title_justify="left")
+    table = Table(
+        title=f"{shown(source.name)}: {info.name} on {shown(clf.name)}", title_justify="left"
+    )
     table.add_column("")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
-    table.add_row("top-1", f"{before[1]} {before[2]:.1%}", f"{after[1]} {after[2]:.1%}")
-    label = f"target {clf.labels[gi]}" if result.goal.targeted else f"true class {clf.labels[gi]}"
+    table.add_row(
+        "top-1", f"{shown(before[1])} {before[2]:.1%}", f"{shown(after[1])} {after[2]:.1%}"
+    )
+    label = f"{'target' if result.goal.targeted else 'true class'} {shown(clf.labels[gi])}"
     table.add_row(
         label, f"{result.class_prob(gi, after=False):.2%}", f"{result.class_prob(gi):.2%}"
     )
@@ -311,7 +369,7 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
     ok = verified.get("success", bool(result.success[0]))
     verdict = "[green]success[/green]" if ok else "[red]goal not met[/red]"
     stdout.print(
-        f"{verdict} (checked on the saved PNG)  files in {out}/: {', '.join(_OUTPUT_NAMES)}"
+        f"{verdict} (checked on the saved PNG)  files in {shown(out)}/: {', '.join(_OUTPUT_NAMES)}"
     )
     return EXIT_OK if ok or already else EXIT_FAILURE
 
@@ -327,12 +385,13 @@ def run_demo(args: argparse.Namespace) -> int:
     # except that Carlini-Wagner makes one run instead of its full search over c (20 s on the
     # CPU instead of 80; the later runs seldom find a smaller change on a photo).
     from trompe.attacks import get_attack
-    from trompe.cli._console import console
+    from trompe.cli._console import console, shown
 
     if get_attack(args.attack).name == "cw":
         args.option = ["binary_search_steps=1"]
     if not args.json:
         console(stderr=True).print(
-            f"trompe demo: the bundled cat photo -> {args.target!r} with {args.attack}"
+            f"trompe demo: the bundled cat photo -> {shown(repr(args.target))} with "
+            f"{shown(args.attack)}"
         )
     return _run_attack(args, None)

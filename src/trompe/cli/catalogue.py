@@ -100,7 +100,7 @@ def run_labels(args: argparse.Namespace) -> int:
     """The ImageNet classes that match the query (all of them without one)."""
     from rich.table import Table
 
-    from trompe.cli._console import console, print_json
+    from trompe.cli._console import console, print_json, shown
     from trompe.labels import imagenet_labels
 
     labels = imagenet_labels()
@@ -119,13 +119,13 @@ def run_labels(args: argparse.Namespace) -> int:
             [{"index": i, "name": labels[i], "synonyms": list(labels.synonyms(i))} for i in found]
         )
         return EXIT_OK
-    title = f"classes matching {query!r}" if query else "ImageNet-1k classes"
+    title = f"classes matching {shown(repr(query))}" if query else "ImageNet-1k classes"
     table = Table(title=title, title_justify="left")
     table.add_column("index", justify="right")
     table.add_column("name")
     table.add_column("synonyms")
     for i in found:
-        table.add_row(str(i), labels[i], ", ".join(labels.synonyms(i)))
+        table.add_row(str(i), shown(labels[i]), shown(", ".join(labels.synonyms(i))))
     console().print(table)
     return EXIT_OK
 

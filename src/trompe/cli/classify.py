@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from trompe.cli import EXIT_OK, positive_int
+from trompe.cli import EXIT_OK, device, positive_int
 from trompe.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def add_classify(verbs: Verbs, common: Parser) -> None:
         type=positive_int,
         help="refuse images with more pixels than this (default 64,000,000)",
     )
-    classify.add_argument("--device", help="torch device, e.g. cuda (default cpu)")
+    classify.add_argument("--device", type=device, help="torch device, e.g. cuda (default cpu)")
     classify.set_defaults(run=run_classify)
 
 
@@ -46,7 +46,7 @@ def run_classify(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from trompe.cli._console import console, print_json
+    from trompe.cli._console import console, print_json, shown
     from trompe.images import DEFAULT_MAX_PIXELS, example_path, load_image
     from trompe.models import DEFAULT_MODEL, load_model
 
@@ -81,7 +81,8 @@ def run_classify(args: argparse.Namespace) -> int:
     out = console()
     for path, img, preds in zip(paths, images, predictions, strict=True):
         table = Table(
-            title=f"{path.name}  ({img.shape[-1]} x {img.shape[-2]})  model: {clf.name}",
+            title=f"{shown(path.name)}  ({img.shape[-1]} x {img.shape[-2]})  "
+            f"model: {shown(clf.name)}",
             title_justify="left",
         )
         table.add_column("#", justify="right")
@@ -91,6 +92,6 @@ def run_classify(args: argparse.Namespace) -> int:
         table.add_column("")
         for rank, p in enumerate(preds, 1):
             bar = "█" * round(p.prob * 20)
-            table.add_row(str(rank), p.label, str(p.index), f"{p.prob:.2%}", bar)
+            table.add_row(str(rank), shown(p.label), str(p.index), f"{p.prob:.2%}", bar)
         out.print(table)
     return EXIT_OK

@@ -180,6 +180,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise InvalidArgumentError(
             f"unknown device {device!r}; use cpu, cuda, cuda:1 or mps"
         ) from None
+    if dev.type not in ("cpu", "cuda", "mps") or (
+        dev.type != "cuda" and dev.index not in (None, 0)
+    ):
+        # meta, xpu, ...: torch knows them, trompe's models do not run there.
+        raise InvalidArgumentError(
+            f"unsupported device {device!r}; use cpu, cuda, cuda:N (N a GPU number) or mps"
+        )
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InvalidArgumentError(
             f"device {device!r} asked for, but CUDA is not available here "

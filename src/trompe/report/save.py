@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from trompe._files import all_or_nothing, exists_error, move_into_place, prepare_directory, stage
+from trompe._files import (
+    all_or_nothing,
+    exists_error,
+    move_into_place,
+    prepare_directory,
+    remove_stale_temporaries,
+    stage,
+)
 from trompe.errors import ImageError, InvalidArgumentError, TrompeError
 from trompe.images import DEFAULT_MAX_PIXELS, load_image, quantize, to_pil
 from trompe.metrics import measure
@@ -160,16 +167,17 @@ def save_result(
             stacklevel=2,
         )
 
-    created_dirs = prepare_directory(directory)
+    created_dirs: list[Path] = []
     paths: dict[str, Path] = {}
     summaries: list[dict[str, Any]] = []
     moves: list[tuple[Path, Path]] = []
     with all_or_nothing(created_dirs) as (staged, placed):
+        prepare_directory(directory, into=created_dirs)
+        remove_stale_temporaries(directory)
         for index, image_names in enumerate(names):
             adversarial = quantize(result.adversarial[index].detach().float().cpu())
             adversarial_path = directory / image_names["adversarial"]
-            temporary = stage(directory, adversarial_path, _encode_png(adversarial))
-            staged.append(temporary)
+            temporary = stage(directory, adversarial_path, _encode_png(adversarial), staged)
             moves.append((temporary, adversarial_path))
 
             pixels = int(adversarial.shape[-2]) * int(adversarial.shape[-1])
@@ -196,14 +204,13 @@ def save_result(
                 directory,
                 perturbation_path,
                 _encode_png(_perturbation_levels(original, read_back)),
+                staged,
             )
-            staged.append(temporary)
             moves.append((temporary, perturbation_path))
 
             report_path = directory / image_names["report"]
             figure = _render(result, index, 5, norms=norms, verified=verified)
-            temporary = stage(directory, report_path, _png_bytes(figure))
-            staged.append(temporary)
+            temporary = stage(directory, report_path, _png_bytes(figure), staged)
             moves.append((temporary, report_path))
 
             summaries.append(_summary(result, index, extra=extra, norms=norms, verified=verified))
@@ -214,12 +221,10 @@ def save_result(
 
         record: Any = summaries[0] if batch == 1 else summaries
         text = json.dumps(record, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        temporary = stage(directory, json_path, text.encode("utf-8"))
-        staged.append(temporary)
+        temporary = stage(directory, json_path, text.encode("utf-8"), staged)
         moves.append((temporary, json_path))
         paths["json"] = json_path
 
         for temporary, target in moves:
-            move_into_place(temporary, target, force)
-            placed.append(target)
+            move_into_place(temporary, target, force, placed)
     return paths
