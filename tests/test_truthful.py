@@ -123,6 +123,29 @@ def test_a_target_logit_of_inf_on_the_output_is_an_error_not_a_success(
         Square(eps=8 / 255, queries=20)(model, images, Targeted([1, 1, 1, 1]))
 
 
+class Masked(nn.Module):
+    """The digits network with class 9 masked out (-inf), as subset-of-classes models do."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(x)
+        return out.index_fill(1, torch.tensor([9], device=out.device), float("-inf"))
+
+
+def test_a_masked_class_of_minus_inf_is_allowed(
+    digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    images, labels = digits_batch
+    keep = labels != 9
+    model = wrap(digits_clf, Masked(digits_clf.model))
+    result = PGD(eps=16 / 255, steps=5)(model, images[keep], Untargeted(labels[keep]))
+    assert bool(result.success.any()) and not result.probs_after.isnan().any()
+    assert not bool((result.probs_after[:, 9] > 0).any())
+
+
 # -- masked gradients get a warning ------------------------------------------------------------
 
 

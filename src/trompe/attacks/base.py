@@ -262,9 +262,11 @@ class Attack(ABC):
         return
 
     def _check_logits(self, model: Classifier, logits: torch.Tensor, what: str) -> None:
-        """Raise :class:`ModelOutputError` if any logit is inf or NaN: a softmax of them is NaN
-        and a margin of them is meaningless, so no success (or failure) can be read off."""
-        bad = ~torch.isfinite(logits).all(dim=1)
+        """Raise :class:`ModelOutputError` for images with a NaN or +inf logit, or only -inf
+        ones: their softmax is NaN and their margin meaningless, so no success (or failure)
+        can be read off. A -inf logit beside finite ones is a masked class, and allowed."""
+        bad = logits.isnan().any(dim=1) | logits.isposinf().any(dim=1)
+        bad |= logits.isneginf().all(dim=1)
         count = int(bad.sum())
         if count:
             kinds = " and ".join(
