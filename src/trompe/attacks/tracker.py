@@ -192,6 +192,7 @@ class Tracker:
             return
         images = index[bad].tolist()
         shown = ", ".join(str(i) for i in images[:5]) + (", ..." if len(images) > 5 else "")
+        shown = ("images " if len(images) > 1 else "image ") + shown
         what = " or ".join(
             name
             for name, n in (("zero", int(zero.sum())), ("not finite", int((~finite).sum())))
@@ -200,9 +201,9 @@ class Tracker:
         warnings.warn(
             GradientMaskingWarning(
                 f"attack {attack!r}: the model's gradient is {what} for {len(images)} of "
-                f"{len(index)} images (image {shown}): masked or saturated gradients, so a "
-                "failure there says little about robustness; try a score-based attack "
-                "(square) or check the model for non-differentiable layers"
+                f"{len(index)} images attacked ({shown} among them): masked or saturated "
+                "gradients, so a failure there says little about robustness; try a "
+                "score-based attack (square) or check the model for non-differentiable layers"
             ),
             stacklevel=2,
         )
