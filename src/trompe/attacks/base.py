@@ -363,6 +363,40 @@ class FixedBudgetAttack(Attack):
                 f"({format_budget(limit, self.norm)}); any budget from that one up is no bound"
             )
 
+    def _check_output(self, images: torch.Tensor, adversarial: torch.Tensor) -> None:
+        """Raise if ``_run`` left [0, 1], the 8-bit grid or the budget: a bug, never a success.
+
+        Measured in 0-255 units (L0: pixels whose 8-bit value changed), with a slack of 1e-3
+        for float error. An original off the 8-bit grid (a resized tensor) cannot be matched
+        exactly by 8-bit values; its own rounding error is added to the budget then.
+        """
+        super()._check_output(images, adversarial)
+        if not adversarial.numel():
+            return
+        with torch.no_grad():
+            levels = adversarial * 255
+            if bool(((levels - levels.round()).abs() > 1e-3).any()):
+                raise RuntimeError(
+                    f"attack {self.name!r} returned images off the 8-bit grid: a bug in the "
+                    "attack, please report it"
+                )
+            original = images * 255
+            if self.norm == "l0":
+                sizes = lp_norm(levels.round() - original.round(), "l0")
+                limit = torch.full_like(sizes, self.eps)
+            else:
+                sizes = lp_norm(levels - original, self.norm)
+                limit = self.eps * 255 + lp_norm(original - original.round(), self.norm)
+            over = sizes > limit + 1e-3
+            if bool(over.any()):
+                worst = int((sizes - limit).argmax())
+                unit = "pixels" if self.norm == "l0" else "(0-255 units)"
+                raise RuntimeError(
+                    f"attack {self.name!r} left its budget: a change of {float(sizes[worst]):.4g}"
+                    f" in {self.norm} for eps {float(limit[worst]):.4g} {unit}: a bug in the "
+                    "attack, please report it"
+                )
+
     def project(self, adversarial: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Bring each image back into the eps-ball around ``images`` and into [0, 1]."""
         delta = adversarial - images
