@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args, overload
@@ -32,7 +33,7 @@ from trompe.attacks import (
 )
 from trompe.attacks import sweep as run_sweep
 from trompe.attacks.base import ProgressCallback
-from trompe.errors import InvalidArgumentError
+from trompe.errors import BudgetWarning, InvalidArgumentError
 from trompe.images import load_image, quantize
 from trompe.models import DEFAULT_MODEL, Classifier, Prediction, load_model
 from trompe.models.registry import resolve_device
@@ -47,6 +48,7 @@ __all__ = [
     "check_budget",
     "classify",
     "resolve_model",
+    "warn_tiny_budget",
 ]
 
 ImageLike = str | os.PathLike[str] | Image.Image | np.ndarray | torch.Tensor
@@ -272,6 +274,29 @@ def budget_from_levels(
     )
 
 
+def warn_tiny_budget(eps: float, norm: str, *, stacklevel: int = 3) -> None:
+    """Warn (:class:`~trompe.errors.BudgetWarning`) about a budget under one 8-bit level.
+
+    Such a budget cannot change one 8-bit pixel value: the attack would return the photo
+    unchanged. It is nearly always a budget in the other unit: the command line counts 0-255
+    levels (``--eps 8``), the Python API [0, 1] units (``eps=8 / 255``). L0 budgets count
+    pixels and are left alone.
+    """
+    if norm == "l0" or not 0 < eps < 1 / LEVELS:
+        return
+    levels = eps * LEVELS
+    warnings.warn(
+        BudgetWarning(
+            f"the {norm} budget {eps:.3g} in [0, 1] units is {levels:.3g} of 255 levels, "
+            "under one 8-bit level: it changes no pixel of the 8-bit output. The command "
+            f"line's --eps counts 0-255 levels (--eps {levels:.3g} is this budget; --eps "
+            f"{levels * LEVELS:.3g} may be what you meant); the Python API's eps is in [0, 1] "
+            "(8 / 255 for 8 levels)"
+        ),
+        stacklevel=stacklevel,
+    )
+
+
 @overload
 def attack(
     image: ImageLike,
@@ -366,6 +391,9 @@ def attack(
     request = check_budget(attack, norm=norm, eps=eps, sweep=sweep, min_eps=min_eps)
     info = get_attack(request.attack)
     norm = request.norm
+    for value in [eps] if sweep is None else list(sweep):
+        if value is not None:
+            warn_tiny_budget(float(value), norm)
     clf = resolve_model(model, device)
     images = load_image(image).unsqueeze(0).to(clf.device)
     if resolution == "model":

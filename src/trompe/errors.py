@@ -10,12 +10,16 @@ from __future__ import annotations
 
 __all__ = [
     "AccessError",
+    "BudgetWarning",
+    "GradientMaskingWarning",
     "ImageError",
     "InstallationError",
     "InvalidArgumentError",
     "MissingWeightsError",
+    "ModelOutputError",
     "OutputExistsError",
     "TrompeError",
+    "TrompeWarning",
     "UnknownAttackError",
     "UnknownLabelError",
     "UnknownModelError",
@@ -75,3 +79,21 @@ class AccessError(TrompeError, PermissionError):
     """An attack asked the model for more than its access level gives (gradients, scores)."""
 
     exit_code = 2
+
+
+class ModelOutputError(TrompeError, ValueError):
+    """The model returned logits that are not finite numbers (inf or NaN): nothing can be
+    judged by them, so no attack result is made of them."""
+
+
+class TrompeWarning(UserWarning):
+    """Base class of the warnings trompe gives: a result that is true but may mislead."""
+
+
+class GradientMaskingWarning(TrompeWarning):
+    """The model's gradient is zero or not finite for some images: a gradient attack learns
+    nothing there, and a failed attack says little about the model's robustness."""
+
+
+class BudgetWarning(TrompeWarning):
+    """A budget so small that it changes nothing on 8-bit images (likely given in other units)."""

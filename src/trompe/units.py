@@ -12,6 +12,8 @@ Example:
     (True, 10.0)
     >>> units.budget_to_unit(100, "l0"), units.parse_budgets("1, 2,4")
     (100.0, [1.0, 2.0, 4.0])
+    >>> units.format_budget(10 / 255, "linf"), units.format_budget(5, "l0")
+    ('10/255', '5 pixels')
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ __all__ = [
     "LEVELS",
     "budget_from_unit",
     "budget_to_unit",
+    "format_budget",
+    "max_budget",
     "parse_budgets",
     "parse_levels",
     "to_levels",
@@ -50,6 +54,33 @@ def budget_to_unit(levels: float, norm: str) -> float:
 def budget_from_unit(value: float, norm: str) -> float:
     """A budget in the Python API's units, in levels (L0 budgets are pixels in both)."""
     return float(value) if norm == "l0" else to_levels(value)
+
+
+def format_budget(value: float, norm: str) -> str:
+    """A budget in the Python API's units, written for people in its own unit.
+
+    L-inf: levels out of 255 (``"10/255"``); L2 and L1: the norm of the change in 0-255 units
+    (``"765 (0-255 units)"``); L0: pixels (``"5 pixels"``), never scaled by 255.
+    """
+    if norm == "l0":
+        count = float(value)
+        return f"{count:g} pixel" + ("" if count == 1 else "s")
+    levels = f"{round(to_levels(value), 3):g}"
+    return f"{levels}/{LEVELS}" if norm == "linf" else f"{levels} (0-{LEVELS} units)"
+
+
+def max_budget(norm: str, shape: tuple[int, ...]) -> float:
+    """The largest budget that can still matter for images of ``shape`` (C, H, W), in the
+    Python API's units: every value changed by the whole range ([0, 1] units; L0: pixels).
+
+    Example:
+        >>> max_budget("linf", (3, 8, 8)), max_budget("l0", (3, 8, 8)), max_budget("l1", (3, 2, 2))
+        (1.0, 64.0, 12.0)
+    """
+    values = math.prod(shape)
+    if norm == "l0":
+        return float(math.prod(shape[1:]))
+    return {"linf": 1.0, "l2": math.sqrt(values), "l1": float(values)}[norm]
 
 
 def parse_levels(text: str) -> float:

@@ -10,6 +10,7 @@ what the model says of the saved PNG.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from abc import ABC, abstractmethod
@@ -23,10 +24,11 @@ from trompe.attacks.registry import Family
 from trompe.attacks.registry import register as _register
 from trompe.attacks.result import AttackResult
 from trompe.attacks.tracker import Progress, ProgressCallback, Tracker
-from trompe.errors import AccessError, InvalidArgumentError
+from trompe.errors import AccessError, InvalidArgumentError, ModelOutputError
 from trompe.images import quantize
 from trompe.metrics import Norm, lp_norm, measure
 from trompe.models.classifier import ACCESS_LEVELS, Access, Classifier
+from trompe.units import format_budget, max_budget
 
 __all__ = [
     "Attack",
@@ -47,6 +49,8 @@ __all__ = [
 ]
 
 NORMS: tuple[Norm, ...] = ("linf", "l2")
+#: A budget over this many times the largest change an image can have is refused as absurd.
+ABSURD_FACTOR = 1000
 ALL_NORMS: tuple[Norm, ...] = ("linf", "l2", "l1", "l0")
 
 
@@ -144,6 +148,11 @@ class Attack(ABC):
         Raises:
             InvalidArgumentError: images of the wrong shape or range, a goal of another batch
                 size, or a targeted goal for an attack without a targeted form.
+            ModelOutputError: the model returned inf or NaN logits for the original or the
+                adversarial images: nothing can be judged by them, so this is never a success.
+
+        An enclosing :func:`torch.autocast` is switched off for the attack: the model runs in
+        float32, as the attack's bookkeeping (margins, 8-bit checks) needs.
         """
         if not isinstance(model, Classifier):
             raise InvalidArgumentError(
@@ -186,6 +195,8 @@ class Attack(ABC):
         if goal.classes.numel() and (goal.classes.min() < 0 or goal.classes.max() >= num_classes):
             raise InvalidArgumentError(f"goal classes must be between 0 and {num_classes - 1}")
 
+        self._check_budget(images)
+
         device = model.device
         images = images.detach().to(device, torch.float32)
         goal = goal.to(device)
@@ -193,8 +204,9 @@ class Attack(ABC):
         model.eval()
         start = time.perf_counter()
         try:
-            with torch.no_grad():
-                logits_before = model(images)
+            with _no_autocast(device), torch.no_grad():
+                logits_before = model(images).float()
+            self._check_logits(model, logits_before, "the original images")
             # Images that meet the goal already are returned unchanged: no change is smallest.
             todo = (~goal.met(logits_before)).nonzero().squeeze(1)
             adversarial = images.clone()
@@ -205,7 +217,8 @@ class Attack(ABC):
             if len(todo):
                 oracle = None if self.access == "gradients" else Oracle(model, self.access)
                 target = model if oracle is None else oracle
-                tracker = self._run(target, images[todo], goal.subset(todo), progress)
+                with _no_autocast(device):
+                    tracker = self._run(target, images[todo], goal.subset(todo), progress)
                 self._check_output(images[todo], tracker.adversarial)
                 if oracle is not None and oracle.queries != int(tracker.forwards.sum()):
                     raise RuntimeError(
@@ -219,9 +232,10 @@ class Attack(ABC):
                 queries[cpu] = tracker.forwards
                 gradients[cpu] = tracker.gradients
             adversarial = quantize(adversarial)
-            with torch.no_grad():
-                logits_after = model(adversarial)
+            with _no_autocast(device), torch.no_grad():
+                logits_after = model(adversarial).float()
             forwards += 1
+            self._check_logits(model, logits_after, "the adversarial images")
         finally:
             model.train(was_training)
         seconds = time.perf_counter() - start
@@ -242,7 +256,35 @@ class Attack(ABC):
             params=self.params(),
             model=model.name,
             labels=model._labels,
+            device=str(device),
         )
+
+    def _check_budget(self, images: torch.Tensor) -> None:
+        """Refuse a budget that cannot apply to ``images`` (none here: no budget)."""
+        return
+
+    def _check_logits(self, model: Classifier, logits: torch.Tensor, what: str) -> None:
+        """Raise :class:`ModelOutputError` for images with a NaN or +inf logit, or only -inf
+        ones: their softmax is NaN and their margin meaningless, so no success (or failure)
+        can be read off. A -inf logit beside finite ones is a masked class, and allowed."""
+        bad = logits.isnan().any(dim=1) | logits.isposinf().any(dim=1)
+        bad |= logits.isneginf().all(dim=1)
+        count = int(bad.sum())
+        if count:
+            kinds = " and ".join(
+                name
+                for name, found in (
+                    ("NaN", bool(logits.isnan().any())),
+                    ("inf", bool(logits.isinf().any())),
+                )
+                if found
+            )
+            first = int(bad.nonzero()[0])
+            raise ModelOutputError(
+                f"model {model.name!r} returned {kinds} logits for {count} of {len(logits)} "
+                f"images ({what}; first: image {first}), so attack {self.name!r} cannot judge "
+                "them; check the model's weights and numerics (an overflow in float16?)"
+            )
 
     def _check_output(self, images: torch.Tensor, adversarial: torch.Tensor) -> None:
         """Raise if ``_run`` returned images outside [0, 1]: a bug, never a success.
@@ -302,6 +344,24 @@ class FixedBudgetAttack(Attack):
         self.norm = norm
 
     # -- the threat model ----------------------------------------------------------------------
+
+    def _check_budget(self, images: torch.Tensor) -> None:
+        """Refuse an absurd budget: over :data:`ABSURD_FACTOR` times the largest change these
+        images can have (every value across the whole [0, 1] range; L0: every pixel).
+
+        Up to that, a budget above the largest change is simply no bound (``eps=100`` in L2 is
+        a common way to say "unbounded"), and the attack runs as if unbounded within [0, 1].
+        Beyond it (``1e38``), float32 overflows on the way and the attack would silently
+        change nothing.
+        """
+        limit = max_budget(self.norm, tuple(images.shape[1:]))
+        if self.eps > ABSURD_FACTOR * limit:
+            height, width = images.shape[-2:]
+            raise InvalidArgumentError(
+                f"eps {format_budget(self.eps, self.norm)} is absurd: far above the largest "
+                f"{self.norm} change an image of {width} x {height} can have "
+                f"({format_budget(limit, self.norm)}); any budget from that one up is no bound"
+            )
 
     def _check_output(self, images: torch.Tensor, adversarial: torch.Tensor) -> None:
         """Raise if ``_run`` left [0, 1], the 8-bit grid or the budget: a bug, never a success.
@@ -546,6 +606,8 @@ class IterativeAttack(FixedBudgetAttack):
                     forwards: int | torch.Tensor = 1
                 else:
                     logits, grad, forwards = self._gradient(model, current, running, generator)
+                    if step == 0:
+                        tracker.check_gradients(index, grad, self.name)
                 tracker.count(index, forwards=forwards, gradients=0 if last else 1)
                 tracker.observe(model, index, current, logits, round_fn)
                 if last:
@@ -563,6 +625,14 @@ class IterativeAttack(FixedBudgetAttack):
         last_iterate = not self.early_stop and self.restarts == 1
         tracker.finish(round_fn, x if last_iterate else tracker.best)
         return tracker
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Switch off an enclosing autocast: the attacks' margins, 8-bit checks and best iterates
+    are float32 bookkeeping (bf16 logits carry about three significant digits)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _has_abstract_methods(cls: type) -> bool:

@@ -40,6 +40,7 @@ class AttackResult:
         params: the attack's hyper-parameters (eps in [0, 1] units as the library takes it).
         model: the classifier's name.
         labels: the classifier's class names, for display.
+        device: where the attack ran (``"cpu"``, ``"cuda:0"``); the tensors here are on the CPU.
     """
 
     original: torch.Tensor
@@ -58,6 +59,7 @@ class AttackResult:
     params: dict[str, Any] = field(default_factory=dict)
     model: str = ""
     labels: Labels | None = None
+    device: str | None = None
 
     def __len__(self) -> int:
         return int(self.adversarial.shape[0])

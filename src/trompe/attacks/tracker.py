@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from typing import Any
 import torch
 
 from trompe.attacks.goal import Goal
+from trompe.errors import GradientMaskingWarning
 
 __all__ = ["Progress", "ProgressCallback", "RoundFn", "Tracker"]
 
@@ -119,6 +121,7 @@ class Tracker:
         self.gradients = torch.zeros(batch, dtype=torch.long)
         self.everyone = torch.arange(batch, device=device)
         self._goal_prob = math.nan
+        self._gradients_checked = False
         # The logits row and class of the last observation, turned into goal_prob only when
         # read (a softmax and a host sync that a run without a progress callback never needs).
         self._prob_source: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -182,13 +185,15 @@ class Tracker:
         everyone = index is self.everyone
         goal = self.goal if everyone else self.goal.subset(index)
         with torch.no_grad():
-            logits = logits.detach()
+            logits = logits.detach().float()
             candidates = candidates.detach()
             if len(index):
                 self._prob_source = (logits[:1], goal.classes[:1])
             if not self.keep_best and not self.early_stop:
                 return
             margin = goal.margin(logits)
+            # inf or NaN logits are never progress, let alone success (the engine refuses them).
+            margin = torch.where(margin.isfinite(), margin, -math.inf)
             if self.keep_best:
                 better = margin > self.best_margin[index]
                 if everyone:  # the same values, without boolean indexing (host syncs)
@@ -208,6 +213,41 @@ class Tracker:
             self.count(chosen)
             self.done[chosen[met]] = True
             self.adversarial[chosen[met]] = rounded[met]
+
+    def check_gradients(self, index: torch.Tensor, grad: torch.Tensor, attack: str) -> None:
+        """Warn (:class:`~trompe.errors.GradientMaskingWarning`) about the images ``index``
+        whose gradient ``grad`` is all zero or not finite, once per run.
+
+        Call it with the first gradient of each image: a gradient attack learns nothing from a
+        zero gradient, and its failure there says nothing about the model's robustness.
+        """
+        if self._gradients_checked or not len(index):
+            return
+        self._gradients_checked = True
+        with torch.no_grad():
+            flat = grad.detach().flatten(1)
+            finite = flat.isfinite().all(dim=1)
+            zero = finite & (flat == 0).all(dim=1)
+        bad = (~finite | zero).nonzero().squeeze(1)
+        if not len(bad):
+            return
+        images = index[bad].tolist()
+        shown = ", ".join(str(i) for i in images[:5]) + (", ..." if len(images) > 5 else "")
+        shown = ("images " if len(images) > 1 else "image ") + shown
+        what = " or ".join(
+            name
+            for name, n in (("zero", int(zero.sum())), ("not finite", int((~finite).sum())))
+            if n
+        )
+        warnings.warn(
+            GradientMaskingWarning(
+                f"attack {attack!r}: the model's gradient is {what} for {len(images)} of "
+                f"{len(index)} images attacked ({shown} among them): masked or saturated "
+                "gradients, so a failure there says little about robustness; try a "
+                "score-based attack (square) or check the model for non-differentiable layers"
+            ),
+            stacklevel=2,
+        )
 
     def accept(self, index: torch.Tensor, candidates: torch.Tensor, met: torch.Tensor) -> None:
         """Freeze the images ``index[met]``: their (8-bit, in-budget) ``candidates[met]`` meet

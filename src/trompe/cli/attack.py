@@ -239,7 +239,27 @@ def _collect_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     return options
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """trompe's warnings as one line on stderr, like its errors (no source line below)."""
+    print(f"trompe: warning: {message}", file=sys.stderr)
+
+
 def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _attack_and_save(args, image_arg)
+
+
+def _attack_and_save(args: argparse.Namespace, image_arg: str | None) -> int:
     import json
     from pathlib import Path
 
@@ -321,9 +341,10 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
     already = int(result.steps[0]) == 0 and bool(result.success[0])
     paths = save_result(result, out, force=args.force, model=clf, extra=extra)
     summary = json.loads(Path(paths["json"]).read_text())
+    code = exit_code(summary, already=already)
     if args.json:
         print_json(summary)
-        return EXIT_OK
+        return code
 
     if already:
         wanted = f"already predicts {goal_name}" if target is not None else "meets the goal"
@@ -365,12 +386,21 @@ def _run_attack(args: argparse.Namespace, image_arg: str | None) -> int:
         for row in outcome.table():
             sweep_table.add_row(f"{row['eps_255']:g}", "yes" if row["success_rate"] else "no")
         stdout.print(sweep_table)
-    verified = summary.get("verified_on_png", {})
-    ok = verified.get("success", bool(result.success[0]))
-    verdict = "[green]success[/green]" if ok else "[red]goal not met[/red]"
+    verdict = "[green]success[/green]" if code == EXIT_OK else "[red]goal not met[/red]"
     stdout.print(
         f"{verdict} (checked on the saved PNG)  files in {shown(out)}/: {', '.join(_OUTPUT_NAMES)}"
     )
+    return code
+
+
+def exit_code(summary: dict[str, Any], *, already: bool = False) -> int:
+    """The exit code of an attack, the same in every output mode (table, ``--json``, demo).
+
+    0 when the goal is met on the saved PNG as read back (or was met before any change), 1
+    when it is not: a goal not met is a failure at run time (README, "exit code").
+    """
+    verified = summary.get("verified_on_png") or {}
+    ok = verified.get("success", summary.get("success", False))
     return EXIT_OK if ok or already else EXIT_FAILURE
 
 

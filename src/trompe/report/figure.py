@@ -21,6 +21,7 @@ from trompe.metrics import Norms, measure
 from trompe.report._types import ResultLike
 from trompe.report.perturbation import _perturbation_levels
 from trompe.report.record import _check_index, _label, _top
+from trompe.units import format_budget
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -97,11 +98,7 @@ def _title_parts(result: ResultLike, index: int) -> tuple[str, str, bool]:
     norm_name = _NORM_NAMES.get(str(norm).lower(), str(norm)) if norm is not None else None
     eps = _scalar_param(result.params, "eps")
     if eps is not None:
-        levels = _fmt(eps * 255)
-        if norm_name is None or str(norm).lower() == "linf":
-            budget = f"eps {levels}/255"
-        else:
-            budget = f"eps {levels} (0-255 scale)"
+        budget = "eps " + format_budget(eps, str(norm).lower() if norm is not None else "linf")
         parts.append(f"{norm_name} {budget}" if norm_name else budget)
     elif norm_name:
         parts.append(norm_name)

@@ -21,6 +21,7 @@ import torch
 from trompe.errors import InvalidArgumentError
 from trompe.metrics import Norms, measure
 from trompe.report._types import ResultLike
+from trompe.units import format_budget
 
 __all__ = ["result_summary"]
 
@@ -95,8 +96,11 @@ def _to_255(value: Any) -> Any:
 
 def _params(params: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    l0 = str(params.get("norm", "")).lower() == "l0"
     for key, value in params.items():
         out[str(key)] = _jsonable(value)
+        if key == "eps" and l0:
+            continue  # an L0 budget is a number of pixels: no 0-255 version of it
         if key in _PIXEL_PARAMS and f"{key}_255" not in params:
             levels = _to_255(value)
             if levels is not None:
@@ -118,6 +122,26 @@ def _versions() -> dict[str, str]:
         # From the installed metadata: the record does not import matplotlib to name it.
         "matplotlib": importlib.metadata.version("matplotlib"),
     }
+
+
+def _budget(params: Mapping[str, Any]) -> str | None:
+    """The budget in its own unit (``"10/255"``, ``"5 pixels"``), or None without one."""
+    eps, norm = params.get("eps"), params.get("norm")
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not math.isfinite(eps):
+        return None
+    return format_budget(float(eps), str(norm).lower() if norm is not None else "linf")
+
+
+def _device(result: ResultLike) -> dict[str, Any]:
+    """Where the attack ran: the device, and on a GPU its name and the CUDA and cuDNN versions."""
+    device = getattr(result, "device", None)
+    out: dict[str, Any] = {"device": None if device is None else str(device)}
+    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        out["cuda"] = torch.version.cuda
+        cudnn = torch.backends.cudnn
+        out["cudnn"] = cudnn.version() if cudnn.is_available() else None  # type: ignore[no-untyped-call]
+    return out
 
 
 def _top(result: ResultLike, index: int, k: int, *, after: bool) -> list[dict[str, Any]]:
@@ -144,7 +168,7 @@ _SUMMARY_FIELDS = frozenset(
     {
         "created", "versions", "model", "attack", "params", "index", "batch_size", "size",
         "goal", "success", "before", "after", "norms", "steps", "forwards", "gradients",
-        "queries", "seconds", "verified_on_png",
+        "queries", "seconds", "verified_on_png", "device", "gpu", "cuda", "cudnn", "budget",
     }
 )  # fmt: skip
 
@@ -201,7 +225,11 @@ def _summary(
         "gradients": int(result.gradients[index]),
         "queries": int(result.queries[index]),
         "seconds": float(result.seconds),
+        **_device(result),
     }
+    budget = _budget(result.params)
+    if budget is not None:
+        summary["budget"] = budget
     if verified is not None:
         summary["verified_on_png"] = verified
     if extra:
@@ -218,8 +246,13 @@ def result_summary(
 
     - ``created`` (UTC, ISO 8601), ``versions`` (trompe, python, torch, numpy, pillow,
       matplotlib), ``model``, ``attack``.
-    - ``params``: the attack's hyper-parameters as given (``eps`` in [0, 1]), plus ``eps_255``
-      and ``step_size_255``, the same in 0-255 levels, where those parameters are present.
+    - ``params``: the attack's hyper-parameters as given (``eps`` in [0, 1]; L0: pixels), plus
+      ``eps_255`` and ``step_size_255``, the same in 0-255 levels, where those parameters are
+      present (no ``eps_255`` for an L0 budget: it counts pixels).
+    - ``budget``: the budget in its own unit, for people (``"10/255"``, ``"765 (0-255
+      units)"``, ``"5 pixels"``), where the attack has one.
+    - ``device`` (where the attack ran); on a GPU also ``gpu`` (its name), ``cuda`` and
+      ``cudnn`` (the versions PyTorch runs with).
     - ``index``, ``batch_size``, ``size`` ([width, height] in pixels).
     - ``goal``: ``{"targeted", "class", "class_name", "confidence"}`` (``class`` is the target,
       or for an untargeted goal the true class to move away from).
