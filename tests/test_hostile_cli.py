@@ -324,7 +324,11 @@ def test_a_signal_at_start_up_or_mid_attack_ends_in_one_line(
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, stderr
     word = "interrupted" if signum == signal.SIGINT else "terminated"
-    assert stderr.strip() == f"trompe: {word}"
+    *warned, last = stderr.strip().splitlines()
+    assert last == f"trompe: {word}", stderr
+    # once the attack is built (timing-dependent), the one-line warning that a budget under one
+    # level changes nothing may come first; nothing else may
+    assert all(line.startswith("trompe: warning: ") for line in warned), stderr
     assert not out.exists()
 
 
