@@ -25,6 +25,7 @@ from trompe.attacks.registry import AttackInfo, get_attack
 from trompe.attacks.result import AttackResult
 from trompe.errors import InvalidArgumentError
 from trompe.models.classifier import Classifier
+from trompe.units import budget_from_unit
 
 __all__ = ["SweepResult", "sweep"]
 
@@ -79,10 +80,6 @@ class SweepResult:
                 self.epsilons, self.epsilons_255(), self.success_rate, strict=True
             )
         ]
-
-
-def _to_255(eps: float, norm: str) -> float:
-    return eps if norm == "l0" else eps * 255
 
 
 def sweep(
@@ -141,7 +138,7 @@ def sweep(
         seconds = result.seconds
         found = result.norms.of(norm)
         for e, eps in enumerate(values):
-            success[e] = result.success & (found <= _to_255(eps, norm) + 1e-6)
+            success[e] = result.success & (found <= budget_from_unit(eps, norm) + 1e-6)
         distances = torch.where(result.success, found, distances)
         adversarial = result.adversarial
     else:
