@@ -8,6 +8,7 @@ import os
 # so that another busy process on the machine does not slow the suite down tenfold.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import importlib.util
 import struct
 import zlib
 from pathlib import Path
@@ -17,6 +18,16 @@ import torch
 
 from trompe.models import Classifier, load_model
 from trompe.models.digits import DigitsData, load_digits, train_digits_classifier
+
+# This machine's torchvision may not match its torch (see shims/sitecustomize.py): prepare its
+# operators before anything imports it, here and in the subprocesses that the tests start.
+_SHIMS = Path(__file__).parent / "shims"
+_spec = importlib.util.spec_from_file_location("_trompe_shims", _SHIMS / "sitecustomize.py")
+assert _spec is not None and _spec.loader is not None
+_spec.loader.exec_module(importlib.util.module_from_spec(_spec))  # installs the finder
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(_SHIMS), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 
 # One intra-op thread: the attack tests run many small batches, for which a second thread buys
 # little, and on a shared machine two spinning threads per process made the suite 10x slower.

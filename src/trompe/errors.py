@@ -15,7 +15,9 @@ __all__ = [
     "ImageError",
     "InstallationError",
     "InvalidArgumentError",
+    "MissingDependencyError",
     "MissingWeightsError",
+    "ModelLoadError",
     "ModelOutputError",
     "OutputExistsError",
     "TrompeError",
@@ -59,6 +61,16 @@ class UnknownAttackError(TrompeError, LookupError):
 
 class MissingWeightsError(TrompeError, ImportError):
     """The package holding a model's pretrained weights is not installed."""
+
+
+class MissingDependencyError(TrompeError, ImportError):
+    """An optional library that a feature needs (a model source's) is not installed; the
+    message is the ``pip install`` command."""
+
+
+class ModelLoadError(TrompeError, OSError):
+    """A model cannot be loaded: its file is unreadable, unsafe or not a model, its weights
+    cannot be fetched (offline), or they do not fit the network."""
 
 
 class InstallationError(TrompeError, RuntimeError):

@@ -215,6 +215,22 @@ class Classifier(nn.Module):
             return int(self(torch.zeros(1, 3, *size, device=self.device)).shape[-1])
 
     @property
+    def preprocessing(self) -> dict[str, object]:
+        """The effective preprocessing, JSON-ready: mean, std, input size, crop, resize mode.
+
+        Example:
+            >>> trompe.load_model().preprocessing["input_size"]  # doctest: +SKIP
+            [224, 224]
+        """
+        return {
+            "mean": [round(v, 6) for v in self.mean.flatten().tolist()],
+            "std": [round(v, 6) for v in self.std.flatten().tolist()],
+            "input_size": None if self.input_size is None else list(self.input_size),
+            "crop_fraction": round(self.crop_fraction, 6),
+            "interpolation": self.interpolation,
+        }
+
+    @property
     def device(self) -> torch.device:
         """The device of the classifier's parameters and buffers."""
         return self.mean.device

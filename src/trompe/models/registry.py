@@ -11,7 +11,7 @@ import functools
 import importlib.resources
 import importlib.util
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -202,30 +202,133 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def load_model(
-    name: str = DEFAULT_MODEL, *, device: str | torch.device | None = None
-) -> Classifier:
-    """A pretrained classifier, ready to use: takes RGB in [0, 1], returns logits.
+#: The oldest torch whose weights-only loader trompe trusts (earlier ones had a known bypass).
+MIN_TORCH = (2, 10)
 
-    Each call returns a new :class:`Classifier`; the weights file is read only once.
 
-    Args:
-        name: a registered model name (see :func:`list_models`).
-        device: where to put the model; default CPU.
+def check_torch() -> None:
+    """Refuse a torch older than :data:`MIN_TORCH` (its ``weights_only`` loader can be
+    bypassed by a crafted checkpoint).
 
     Raises:
-        UnknownModelError: the name is not registered.
-        MissingWeightsError: the weights package is not installed.
-        InstallationError: the weights file is altered or damaged (digest, NaN, keys, shapes).
+        InstallationError: torch is too old; the message has the upgrade command.
+    """
+    import torch
+
+    from trompe.errors import InstallationError
+
+    release = torch.__version__.split("+")[0].split(".")
+    try:
+        version = (int(release[0]), int(release[1]))
+    except (IndexError, ValueError):
+        return  # a development build: trust it
+    if version < MIN_TORCH:
+        raise InstallationError(
+            f"torch {torch.__version__} is too old: trompe needs torch >= "
+            f"{MIN_TORCH[0]}.{MIN_TORCH[1]} (earlier versions' weights-only loader can be "
+            "bypassed by a crafted checkpoint); run `pip install --upgrade torch`"
+        )
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = None,
+    arch: str | None = None,
+    labels: str | Path | Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    input_size: int | Sequence[int] | None = None,
+    crop_fraction: float | None = None,
+    interpolation: str | None = None,
+    trust_torchscript: bool = False,
+    onnx_gradients: bool = False,
+) -> Classifier:
+    """A classifier, ready to use: takes RGB in [0, 1], returns logits.
+
+    ``name`` is a built-in model (see :func:`list_models`) or a model id of another source:
+    ``torchvision:resnet50``, ``timm:convnext_tiny.fb_in1k``, ``hf:google/vit-base-patch16-224``
+    or ``hf:./folder``, ``keras:InceptionV3`` or ``keras:./model.keras``, ``onnx:./model.onnx``,
+    or a state dict file (``./weights.safetensors``) with ``arch``. The preprocessing comes from
+    the model's own metadata; the keyword arguments override it.
+
+    Each call returns a new :class:`Classifier`; a built-in's weights file is read only once.
+
+    Args:
+        name: a built-in model name or a model id.
+        device: where to put the model; default CPU.
+        arch: the network that a state dict file fits (``timm:resnet18``,
+            ``torchvision:resnet50``, ``efficientnet_lite0``).
+        labels: a label file (``.txt`` or ``.json``) or the class names.
+        mean, std, input_size, crop_fraction, interpolation: override the preprocessing.
+        trust_torchscript: allow a TorchScript file (it runs code of its own).
+        onnx_gradients: convert an ONNX model to torch so gradient attacks can run.
+
+    Raises:
+        UnknownModelError: neither a built-in name nor a model id.
+        MissingDependencyError: the source's library is not installed (the message has the
+            ``pip install`` command).
+        MissingWeightsError: a built-in's weights package is not installed.
+        ModelLoadError: a model file is unreadable, unsafe, or its weights cannot be fetched.
+        InstallationError: a built-in's weights file is altered or damaged, or torch is older
+            than 2.10.
 
     Example:
         >>> clf = load_model("efficientnet_lite0")
         >>> clf.input_size
         (224, 224)
     """
-    from trompe.labels import imagenet_labels
+    from trompe.models.sources import LoadOptions, find_source
+
+    check_torch()
+    options = LoadOptions(
+        arch=arch,
+        labels=labels,
+        mean=_triple(mean, "mean"),
+        std=_triple(std, "std"),
+        input_size=None if input_size is None else _side_pair(input_size),
+        crop_fraction=crop_fraction,
+        interpolation=interpolation,
+        trust_torchscript=trust_torchscript,
+        onnx_gradients=onnx_gradients,
+    )
+    if _key(name) in _REGISTRY:
+        clf = _load_builtin(get_spec(name), options)
+    else:
+        found = find_source(name)
+        if found is None:
+            get_spec(name)  # raises UnknownModelError with suggestions
+            raise AssertionError("unreachable")
+        source, ref = found
+        from trompe.models.sources import load_from_source
+
+        clf = load_from_source(source, ref, options)
+    return clf.to(resolve_device(device))
+
+
+def _triple(values: Sequence[float] | None, what: str) -> tuple[float, float, float] | None:
+    if values is None:
+        return None
+    items = tuple(float(v) for v in values)
+    if len(items) == 1:
+        items = items * 3
+    if len(items) != 3:
+        raise InvalidArgumentError(f"{what} needs 1 or 3 values (R, G, B), got {len(items)}")
+    return (items[0], items[1], items[2])
+
+
+def _side_pair(size: int | Sequence[int]) -> tuple[int, int]:
+    items = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if len(items) == 1:
+        items = (items[0], items[0])
+    if len(items) != 2 or min(items) < 1:
+        raise InvalidArgumentError(f"input size needs 1 or 2 positive sides, got {size!r}")
+    return (items[0], items[1])
+
+
+def build_builtin(name: str) -> nn.Module:
+    """A built-in model's bare network with its pretrained weights (digest checked)."""
     from trompe.models._weights import load_into
-    from trompe.models.classifier import Classifier
 
     spec = get_spec(name)
     net = spec.build()
@@ -236,17 +339,38 @@ def load_model(
         package=spec.weights_package,
         path=spec.weights_path(),
     )
-    clf = Classifier(
-        net,
+    return net
+
+
+def builtin_preprocessing(spec: ModelSpec) -> Any:
+    """A built-in model's preprocessing (a :class:`~trompe.models.sources.Preprocessing`)."""
+    from trompe.models.sources import Preprocessing
+
+    return Preprocessing(
         mean=spec.mean,
         std=spec.std,
-        labels=imagenet_labels(),
         input_size=spec.input_size,
         crop_fraction=spec.crop_fraction,
         interpolation=spec.interpolation,
-        name=spec.name,
     )
-    return clf.to(resolve_device(device))
+
+
+def _load_builtin(spec: ModelSpec, options: Any) -> Classifier:
+    from trompe.labels import imagenet_labels
+    from trompe.models.sources import build_classifier
+
+    if options.arch is not None:
+        raise InvalidArgumentError(
+            f"arch is for a state dict file; {spec.name!r} is a built-in model with its own"
+        )
+    return build_classifier(
+        build_builtin(spec.name),
+        builtin_preprocessing(spec),
+        options,
+        name=spec.name,
+        labels=imagenet_labels(),
+        num_classes=1000,
+    )
 
 
 def _build_lite(name: str) -> nn.Module:
