@@ -404,7 +404,7 @@ DAMAGED: dict[str, tuple[str, Callable[[Path, dict[str, torch.Tensor]], None], s
     "not tensors": (
         ".pt",
         lambda p, s: torch.save({"epoch": 3, "lr": 0.1}, p),
-        "epoch is a int, not a tensor",
+        "its entry 'epoch' is int, not a tensor",
     ),
 }
 

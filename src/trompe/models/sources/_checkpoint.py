@@ -279,8 +279,8 @@ def _unwrap(path: Path, data: Any) -> dict[str, torch.Tensor]:
         if not isinstance(value, torch.Tensor):
             raise _error(
                 path,
-                f"{key} is a {type(value).__name__}, not a tensor; this is not a state dict "
-                f"(known containers: {', '.join(_CONTAINER_KEYS)})",
+                f"its entry {key!r} is {type(value).__name__}, not a tensor; this is not a state "
+                f"dict (known containers: {', '.join(_CONTAINER_KEYS)})",
             )
     return dict(data)
 
