@@ -406,3 +406,32 @@ def test_custom_operator_domain_is_refused(tmp_path: Path, sessions: Sessions) -
     message = one_line_error(str(path))
     assert "'com.example.evil'" in message and "custom-op library" in message
     assert sessions.made == []
+
+
+def test_external_data_of_a_node_attribute_is_checked_too(
+    tmp_path: Path, sessions: Sessions
+) -> None:
+    from onnx.external_data_helper import set_external_data
+
+    (tmp_path / "model").mkdir()
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(3, dtype=np.float32).tobytes())
+    bias = helper.make_tensor("bias", TensorProto.FLOAT, [3], bytes(12), raw=True)
+    set_external_data(bias, location="../secret.bin", offset=0, length=12)
+    bias.ClearField("raw_data")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["bias"], value=bias),
+            helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Add", ["flat", "bias"], ["y"]),
+        ],
+        "attribute",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+    )
+    path = tmp_path / "model" / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    message = one_line_error(str(path))
+    assert "'../secret.bin'" in message and "goes up with '..'" in message
+    assert sessions.made == []

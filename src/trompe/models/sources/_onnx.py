@@ -96,16 +96,12 @@ _NUMPY_TYPES = {
 
 
 def _all_graphs(model: onnx.ModelProto) -> Iterator[onnx.GraphProto]:
+    """The main graph and every subgraph (If, Loop, Scan bodies), in functions' nodes too."""
     stack = [model.graph]
-    while stack:
-        graph = stack.pop()
-        yield graph
-        for node in graph.node:
-            stack.extend(_attribute_graphs(node))
     for function in model.functions:
         for node in function.node:
             stack.extend(_attribute_graphs(node))
-    while stack:  # subgraphs of functions' nodes
+    while stack:
         graph = stack.pop()
         yield graph
         for node in graph.node:
@@ -343,7 +339,7 @@ class _Adapter(nn.Module):
                 count = len(chunk)
                 if count < size:
                     chunk = torch.cat([chunk, chunk[:1].expand(size - count, *chunk.shape[1:])])
-                parts.append(self._run(chunk)[:count])
+                parts.append(self._run(chunk).reshape(size, -1)[:count])
             out = torch.cat(parts)
         return out.reshape(len(images), -1)
 
