@@ -492,8 +492,15 @@ def _convert(path: Path, model: onnx.ModelProto, model_id: str) -> nn.Module:
             "onnx_gradients needs onnx2torch, which is not installed; run "
             f"`{source.install_hint}` (or load the model without onnx_gradients for scores only)"
         ) from None
-    from onnx2torch import convert
-    from onnx2torch.node_converters.registry import get_converter
+    score_only = "load it without onnx_gradients: the score-only mode still works"
+    try:
+        from onnx2torch import convert
+        from onnx2torch.node_converters.registry import get_converter
+    except Exception as error:  # e.g. a torchvision built for another torch, which it imports
+        raise ModelLoadError(
+            f"cannot convert model {model_id!r} to torch for gradients: onnx2torch cannot be "
+            f"imported ({describe_failure(error)}); {score_only}"
+        ) from None
 
     opsets = {entry.domain: entry.version for entry in model.opset_import}
     missing: list[str] = []
@@ -505,7 +512,6 @@ def _convert(path: Path, model: onnx.ModelProto, model_id: str) -> nn.Module:
             name = f"{node.op_type} (opset {version})"
             if name not in missing:
                 missing.append(name)
-    score_only = "load it without onnx_gradients: the score-only mode still works"
     if missing:
         raise ModelLoadError(
             f"cannot convert model {model_id!r} to torch for gradients: onnx2torch has no "
