@@ -238,7 +238,7 @@ def network_reachable(host: str) -> bool:
 
 
 def test_torchvision_offline_is_one_line_with_the_way_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     if network_reachable("download.pytorch.org"):
         pytest.skip("this machine reaches download.pytorch.org: the download would succeed")
@@ -254,6 +254,7 @@ def test_torchvision_offline_is_one_line_with_the_way_out(
     assert str(tmp_path / "hub" / "checkpoints") in message
     assert "Traceback" not in message
     assert not list((tmp_path / "hub" / "checkpoints").iterdir())  # no partial file left
+    assert capfd.readouterr().out == ""  # torch.hub's "Downloading" line would spoil --json
 
 
 def test_torchvision_unknown_names() -> None:
@@ -434,21 +435,33 @@ def test_cli_classify_with_a_torchvision_model(
 
 
 @pytest.mark.slow
-def test_cli_offline_error_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("model", "arch"),
+    [
+        ("timm:resnet18.a1_in1k", "--arch timm:resnet18.a1_in1k"),
+        ("torchvision:resnet18", "--arch torchvision:resnet18"),
+    ],
+)
+def test_cli_offline_error_is_one_line(tmp_path: Path, model: str, arch: str) -> None:
+    """Offline, the whole of stderr is one line naming --arch; stdout stays empty (--json)."""
+    if model.startswith("torchvision") and network_reachable("download.pytorch.org"):
+        pytest.skip("this machine reaches download.pytorch.org: the download would succeed")
     env = {
         **os.environ,
+        "TORCH_HOME": str(tmp_path),
         "HF_HUB_CACHE": str(tmp_path),
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "trompe", "classify", "--model", "timm:resnet18.a1_in1k"],
+        [sys.executable, "-m", "trompe", "classify", "--model", model, "--json"],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 1
+    assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
-    assert "--arch timm:resnet18.a1_in1k" in lines[0]
+    assert arch in lines[0]

@@ -176,7 +176,7 @@ def _hint(name: str) -> str:
     try:
         from huggingface_hub import constants
 
-        cache = f" into the Hugging Face cache {constants.HF_HUB_CACHE} (set by HF_HOME)"
+        cache = f" into the Hugging Face cache {constants.HF_HUB_CACHE} (HF_HUB_CACHE or HF_HOME)"
     except ImportError:  # pragma: no cover - timm installs it
         cache = ""
     return (

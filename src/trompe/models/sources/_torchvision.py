@@ -24,6 +24,7 @@ import os
 import pickle
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from trompe.errors import ModelLoadError, UnknownModelError
 from trompe.models.sources import (
@@ -228,10 +229,25 @@ def _cache_dir() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
+def _download(url: str) -> None:
+    """Fetch a weights file into torchvision's cache unless it is there, as
+    ``torch.hub.load_state_dict_from_url`` does (same file name, same hash check), but without
+    its "Downloading" line on stdout, which would spoil ``--json`` output."""
+    import torch.hub
+
+    file = os.path.join(_cache_dir(), os.path.basename(urlparse(url).path))
+    if os.path.exists(file):
+        return
+    os.makedirs(os.path.dirname(file), exist_ok=True)
+    match = torch.hub.HASH_REGEX.search(os.path.basename(file))
+    logger.info("downloading %s to %s", url, file)
+    torch.hub.download_url_to_file(url, file, match.group(1) if match else None, progress=False)
+
+
 def _local_hint(name: str, url: str) -> str:
     file = os.path.basename(url)
     return (
-        f"could not fetch {url} into torchvision's cache {_cache_dir()} (set by TORCH_HOME); "
+        f"could not fetch {url} into torchvision's cache {_cache_dir()} (TORCH_HOME); "
         f"download it there, or pass a local file: --model ./{file} --arch torchvision:{name}"
     )
 
@@ -259,8 +275,14 @@ def load(ref: str, options: LoadOptions) -> Classifier:
             f"with categories, e.g. torchvision:{name}"
         )
     try:
+        _download(weights.url)
+    except OSError as error:  # URLError, a refused or broken download
+        raise load_error(model_id, error, _local_hint(name, weights.url)) from None
+    except RuntimeError as error:  # torch.hub's check of the file's hash
+        raise load_error(model_id, error, "the download was damaged; try again") from None
+    try:
         state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
-    except OSError as error:  # URLError, a refused or broken download, an unreadable file
+    except OSError as error:  # an unreadable file
         raise load_error(model_id, error, _local_hint(name, weights.url)) from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
         cached = os.path.join(_cache_dir(), os.path.basename(weights.url))
