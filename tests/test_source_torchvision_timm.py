@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import trompe
-from trompe.errors import ModelLoadError, UnknownModelError
+from trompe.errors import InvalidArgumentError, ModelLoadError, UnknownModelError
 from trompe.images import center_crop_resize
 from trompe.models import load_model
 
@@ -367,6 +367,18 @@ def test_timm_unknown_names() -> None:
     assert caught.value.exit_code == 2
     with pytest.raises(UnknownModelError, match=r"resnet18\.a1_in1k"):
         load_model("timm:resnet18.no_such_tag")
+
+
+@pytest.mark.parametrize("model", ["torchvision:resnet18", "timm:resnet18"])
+def test_arch_refused_for_a_named_model(model: str) -> None:
+    with pytest.raises(InvalidArgumentError, match="arch is for a state dict file"):
+        load_model(model, arch="timm:resnet18")
+
+
+def test_timm_features_only_weights_refused(hf_cache: Path) -> None:
+    with pytest.raises(ModelLoadError, match="features without a classifier head"):
+        load_model("timm:vit_base_patch16_224.mae")
+    assert not list(hf_cache.iterdir())  # refused before any download
 
 
 def test_timm_other_imagenet_subsets_named() -> None:

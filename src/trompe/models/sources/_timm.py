@@ -25,7 +25,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
-from trompe.errors import ModelLoadError, UnknownModelError
+from trompe.errors import InvalidArgumentError, ModelLoadError, UnknownModelError
 from trompe.models.sources import (
     Architecture,
     LoadOptions,
@@ -87,13 +87,29 @@ def _check_name(ref: str) -> str:
     return name
 
 
-def _has_weights(name: str) -> bool:
+def _check_weights(name: str) -> None:
+    """Refuse, before any download, a model without pretrained weights or without a
+    classifier head (self-supervised weights: features, not classes).
+
+    Raises:
+        ModelLoadError: either case; the message says what to pass instead.
+    """
     from timm.models import get_pretrained_cfg
 
+    if name.lower().startswith(_HUB_PREFIXES):
+        return  # the configuration is on the hub
     cfg = get_pretrained_cfg(name)
-    if cfg is None:
-        return False
-    return bool(cfg.hf_hub_id or cfg.url or cfg.file or cfg.state_dict)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file or cfg.state_dict):
+        raise ModelLoadError(
+            f"timm's {name} has no pretrained weights; pass a state dict: "
+            f"--model ./weights.safetensors --arch timm:{name}"
+        )
+    if cfg.num_classes == 0:
+        raise ModelLoadError(
+            f"timm's {name} are features without a classifier head; choose weights "
+            f"fine-tuned on classes (see `timm.list_models('{name.split('.')[0]}*', "
+            "pretrained=True)`)"
+        )
 
 
 def _preprocessing(net: nn.Module) -> Preprocessing:
@@ -173,12 +189,14 @@ def _hint(name: str) -> str:
         where = f"huggingface.co/{cfg.hf_hub_id}"
     elif cfg is not None and cfg.url:
         where = str(cfg.url)
-    try:
+    if where.startswith("huggingface.co") or cfg is None:
         from huggingface_hub import constants
 
         cache = f" into the Hugging Face cache {constants.HF_HUB_CACHE} (HF_HUB_CACHE or HF_HOME)"
-    except ImportError:  # pragma: no cover - timm installs it
-        cache = ""
+    else:
+        import torch.hub
+
+        cache = f" into torch's cache {torch.hub.get_dir()}/checkpoints (TORCH_HOME)"
     return (
         f"could not fetch the weights from {where}{cache}; connect once to fill the cache, "
         f"or pass a local file: --model ./model.safetensors --arch timm:{name}"
@@ -191,17 +209,18 @@ def load(ref: str, options: LoadOptions) -> Classifier:
     Raises:
         UnknownModelError: no timm model or pretrained tag of that name (close names
             suggested).
+        InvalidArgumentError: ``options.arch`` is set (it is for state dict files).
         ModelLoadError: the model has no pretrained weights, or they cannot be fetched or read.
     """
     import timm
 
+    if options.arch is not None:
+        raise InvalidArgumentError(
+            f"arch is for a state dict file; timm:{ref.strip()} names its own network"
+        )
     name = _check_name(ref)
     model_id = f"timm:{name}"
-    if not name.lower().startswith(_HUB_PREFIXES) and not _has_weights(name):
-        raise ModelLoadError(
-            f"timm's {name} has no pretrained weights; pass a state dict: "
-            f"--model ./weights.safetensors --arch timm:{name}"
-        )
+    _check_weights(name)
     try:
         net: nn.Module = timm.create_model(name, pretrained=True)
     except OSError as error:  # offline, not found on the hub, a broken download
@@ -218,6 +237,10 @@ def load(ref: str, options: LoadOptions) -> Classifier:
         ) from None
     net.eval()
     num_classes = _num_classes(net)
+    if num_classes is None:
+        raise ModelLoadError(
+            f"timm's {name} has no classifier head (it gives features, not classes)"
+        )
     return build_classifier(
         net,
         _preprocessing(net),

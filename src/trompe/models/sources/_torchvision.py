@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from trompe.errors import ModelLoadError, UnknownModelError
+from trompe.errors import InvalidArgumentError, ModelLoadError, UnknownModelError
 from trompe.models.sources import (
     Architecture,
     LoadOptions,
@@ -257,8 +257,13 @@ def load(ref: str, options: LoadOptions) -> Classifier:
 
     Raises:
         UnknownModelError: no torchvision classifier of that name (close names suggested).
+        InvalidArgumentError: ``options.arch`` is set (it is for state dict files).
         ModelLoadError: the model has no weights, or they cannot be fetched or read.
     """
+    if options.arch is not None:
+        raise InvalidArgumentError(
+            f"arch is for a state dict file; torchvision:{ref.strip()} names its own network"
+        )
     name, weights, explicit = _resolve(ref)
     model_id = f"torchvision:{name}"
     if explicit and weights is not None:
