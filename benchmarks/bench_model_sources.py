@@ -200,12 +200,9 @@ def onnx_pair(folder: Path, batch_size: int) -> Pair:
 
 
 def onnx2torch_pair(folder: Path, batch_size: int) -> Pair:
-    import onnx
-    from onnx2torch import convert
-
     path, _ = _onnx_file(folder)
     clf = trompe.load_model(f"onnx:{path}", input_size=224, onnx_gradients=True)
-    net = convert(onnx.load(str(path))).eval()
+    net = clf.model.module  # the fx.GraphModule that onnx2torch made, without trompe's adapter
     batch = torch.rand(batch_size, 3, 224, 224)
     raw, ours = _sides(clf, net, batch, _normalise(clf))
     return Pair("onnx2torch", "resnet18 (onnx_gradients=True)", raw, ours)

@@ -150,6 +150,32 @@ def test_onnx_gradients_converts_to_torch_and_pgd_runs(
     assert result.success.float().mean() > 0.5
 
 
+def test_shared_folded_weights_convert(tmp_path: Path) -> None:
+    """torch's exporter folds batch norms into the convolutions and writes equal folded tensors
+    once, naming them again through Identity nodes (every exported torchvision ResNet has
+    them); onnx2torch alone fails on such graphs, trompe's conversion does not."""
+    pytest.importorskip("onnx2torch")
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    ).eval()
+    path = export(net, tmp_path / "folded.onnx", (1, 3, 8, 8))
+    assert any(node.op_type == "Identity" for node in onnx.load(str(path)).graph.node)
+    clf = trompe.load_model(str(path), onnx_gradients=True)
+    images = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(clf(images), net(images), atol=1e-5, rtol=1e-5)
+
+
 def test_unconvertible_operator_is_named_and_scores_still_work(tmp_path: Path) -> None:
     pytest.importorskip("onnx2torch")
     # x -> GlobalAveragePool -> Flatten -> Sinh: three "class" scores; onnx2torch has no Sinh.

@@ -480,6 +480,41 @@ def _probe(net: _Adapter, size: tuple[int, int] | None, model_id: str) -> int:
     return int(scores.shape[-1])
 
 
+def _inline_constant_aliases(model: onnx.ModelProto) -> None:
+    """Turn ``Identity`` nodes of initializers and ``Constant`` nodes into initializers.
+
+    torch's exporter writes a weight shared by two layers once and names it again through an
+    ``Identity`` node; onnx2torch looks a convolution's weight and bias up among the
+    initializers only, so it fails on such graphs (every torchvision ResNet exported with
+    constant folding). The graph computes the same after the change.
+    """
+    import onnx
+
+    graph = model.graph
+    known = {tensor.name: tensor for tensor in graph.initializer}
+    for node in list(graph.node):
+        tensor = None
+        if node.op_type == "Identity" and node.domain in ("", "ai.onnx") and node.input:
+            source = known.get(node.input[0])
+            if source is not None:
+                tensor = onnx.TensorProto()
+                tensor.CopyFrom(source)
+        elif (
+            node.op_type == "Constant"
+            and node.domain in ("", "ai.onnx")
+            and len(node.attribute) == 1
+            and node.attribute[0].name == "value"
+        ):
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+        if tensor is None or len(node.output) != 1:
+            continue
+        tensor.name = node.output[0]
+        graph.initializer.append(tensor)
+        known[tensor.name] = tensor
+        graph.node.remove(node)
+
+
 def _convert(path: Path, model: onnx.ModelProto, model_id: str) -> nn.Module:
     """The graph as a torch module (onnx2torch), or one line on why it cannot be."""
     import onnx
@@ -519,6 +554,7 @@ def _convert(path: Path, model: onnx.ModelProto, model_id: str) -> nn.Module:
         )
     try:
         full = onnx.load(str(path))  # its external data checked already
+        _inline_constant_aliases(full)
         module: nn.Module = convert(full)
     except Exception as error:
         raise ModelLoadError(
