@@ -18,7 +18,8 @@ import torch
 
 import trompe
 from trompe.errors import ModelLoadError, TrompeError, UnknownModelError
-from trompe.models.sources._hf import preprocessing_from_processor
+from trompe.labels import imagenet_labels
+from trompe.models.sources._hf import labels_from_config, preprocessing_from_processor
 
 # The conftest's torchvision shim keeps the torch.library.Library that defines torchvision's
 # operators only in the globals of a module that nothing references once its finder has fired:
@@ -34,6 +35,11 @@ _SHIM_GLOBALS = [
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 transformers = pytest.importorskip("transformers")
+
+# Keras' torch backend converts tensors with np.array(x), which numpy 2 deprecates.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,6 +206,11 @@ def test_hf_convnext_processor_crop_pct(tmp_path: Path) -> None:
             },
             ((224, 224), 224 / 256, "bilinear"),
         ),
+        # An old config: ints for the shorter side and the crop.
+        (
+            {"size": 256, "do_center_crop": True, "crop_size": 224, "resample": 3},
+            ((224, 224), 224 / 256, "bicubic"),
+        ),
         # Straight to height x width (ViT, DeiT), nearest.
         ({"size": {"height": 384, "width": 384}, "resample": 0}, ((384, 384), 1.0, "nearest")),
         # Resize to 256 x 256, crop 224.
@@ -244,6 +255,20 @@ def test_hf_processor_scales() -> None:
     # do_rescale false: the network was fed 0-255 pixels.
     pre = preprocessing_from_processor({"do_rescale": False, "do_normalize": False})
     assert pre.std == pytest.approx((1 / 255,) * 3)
+
+
+def test_hf_imagenet_names_become_trompe_labels() -> None:
+    imagenet = imagenet_labels()
+    # The transformers style: "first name, other names" (google/vit-base-patch16-224).
+    hf_style = {i: ", ".join(imagenet.synonyms(i) or (imagenet[i],)) for i in range(len(imagenet))}
+    assert labels_from_config(hf_style, 1000) is imagenet
+    assert labels_from_config({str(k): v for k, v in hf_style.items()}, 1000) is imagenet
+    # Two classes swapped: not ImageNet's order, so the config's own names are kept.
+    swapped = {**hf_style, 0: hf_style[1], 1: hf_style[0]}
+    names = labels_from_config(swapped, 1000)
+    assert isinstance(names, list) and names[0] == hf_style[1]
+    assert labels_from_config({0: "LABEL_0", 1: "LABEL_1"}, 2) is None
+    assert labels_from_config({0: "a", 1: "b"}, 3) is None  # names that do not fit the head
 
 
 def test_hf_pickle_weights_refused(tiny_vit: tuple[Path, Any, Any], tmp_path: Path) -> None:

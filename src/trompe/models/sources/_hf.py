@@ -290,6 +290,8 @@ def preprocessing_from_processor(attrs: Mapping[str, Any]) -> Preprocessing:
     crop = attrs.get("crop_size") if attrs.get("do_center_crop") else None
     height, width = _get(size, "height"), _get(size, "width")
     shortest = _get(size, "shortest_edge")
+    if isinstance(crop, int):  # an old config's square crop
+        crop = {"height": crop, "width": crop}
     crop_h, crop_w = _get(crop, "height"), _get(crop, "width")
     input_size: tuple[int, int] | None = None
     fraction = 1.0
