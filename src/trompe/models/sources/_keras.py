@@ -87,13 +87,16 @@ def load(ref: str, options: LoadOptions) -> Classifier:
     suffix = path.suffix.lower()
     is_path = suffix != "" or "/" in text or "\\" in text or text.startswith((".", "~"))
     keras = import_keras()
-    if is_path:
-        model = _load_file(keras, path, model_id)
-        application = _application_of(keras, str(model.name))
-    else:
-        application = _application(keras, text)
-        model = _build_application(keras, application, model_id)
-    return _classifier(keras, model, application, options, model_id)
+    # Keras puts new variables on its default device (a GPU where there is one); loaders
+    # load on the CPU and load_model moves the classifier where the user asked.
+    with keras.device("cpu"):
+        if is_path:
+            model = _load_file(keras, path, model_id)
+            application = _application_of(keras, str(model.name))
+        else:
+            application = _application(keras, text)
+            model = _build_application(keras, application, model_id)
+        return _classifier(keras, model, application, options, model_id)
 
 
 def _load_file(keras: Any, path: Path, model_id: str) -> Any:
@@ -285,7 +288,12 @@ class KerasLogits(nn.Module):
         self, model: Any, *, channels_last: bool, bgr: bool, log_probs: bool = False
     ) -> None:
         super().__init__()
+        import keras
+
         self.model = model
+        # Keras moves every tensor it converts to its current device: keep that the device of
+        # the images (and of the weights, which follow the classifier's .to()).
+        self._device_scope: Callable[[str], Any] = keras.device
         self.channels_last = channels_last
         self.bgr = bgr
         self.log_probs = log_probs
@@ -294,7 +302,8 @@ class KerasLogits(nn.Module):
         x = images.flip(1) if self.bgr else images
         if self.channels_last:
             x = x.permute(0, 2, 3, 1)
-        out = self.model(x, training=False)
+        with self._device_scope(str(images.device)):
+            out = self.model(x, training=False)
         if not isinstance(out, torch.Tensor):
             raise ModelLoadError("the Keras model returned several outputs; trompe needs one")
         if self.log_probs:
