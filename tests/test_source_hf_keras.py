@@ -137,6 +137,26 @@ def test_hf_overrides_and_label_file(tiny_vit: tuple[Path, Any, Any], tmp_path: 
     assert clf.preprocessing["crop_fraction"] == 0.9
 
 
+def test_hf_half_precision_checkpoint_runs_in_float32(
+    tiny_vit: tuple[Path, Any, Any], tmp_path: Path
+) -> None:
+    folder, model, _ = tiny_vit
+    half = type(model)(model.config)
+    half.load_state_dict(model.state_dict())
+    half.half().save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(
+        (folder / "preprocessor_config.json").read_text()
+    )
+    clf = trompe.load_model(f"hf:{tmp_path}")
+    assert {p.dtype for p in clf.parameters()} == {torch.float32}
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = clf(images)
+        reference = trompe.load_model(f"hf:{folder}")(images)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, reference, atol=5e-3, rtol=0)
+
+
 def test_hf_default_label_names_become_class_i(tmp_path: Path) -> None:
     from transformers import ViTConfig, ViTForImageClassification
 

@@ -21,8 +21,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from trompe.errors import ModelLoadError
-from trompe.models.sources import LoadOptions, Preprocessing, build_classifier, load_error
+from trompe.errors import MissingDependencyError, ModelLoadError
+from trompe.models.sources import (
+    LoadOptions,
+    Preprocessing,
+    build_classifier,
+    describe_failure,
+    load_error,
+)
 
 if TYPE_CHECKING:
     from trompe.labels import Labels
@@ -71,6 +77,10 @@ def load(ref: str, options: LoadOptions) -> Classifier:
             model = AutoModelForImageClassification.from_pretrained(
                 source, use_safetensors=True, trust_remote_code=False
             )
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"model {model_id!r} needs a library that is not installed: {describe_failure(error)}"
+        ) from None
     except (OSError, ValueError, KeyError) as error:
         if local:
             raise load_error(model_id, error, _FOLDER_HINT) from None
@@ -80,7 +90,9 @@ def load(ref: str, options: LoadOptions) -> Classifier:
             f"the hub could not give its safetensors weights (offline, not cached, private or "
             f"pickle-only); on a machine that can reach it, {_FOLDER_HINT}",
         ) from None
-    model.eval()
+    # float32 whatever the checkpoint holds (transformers 5 keeps its dtype): attacks need
+    # exact gradients, and trompe's images are float32.
+    model = model.float().eval()
     config = model.config
     num_classes = int(getattr(config, "num_labels", 0)) or None
     preprocessing = _preprocessing(source, config)
