@@ -18,6 +18,7 @@ import torch
 
 import trompe
 from trompe.errors import ModelLoadError, TrompeError, UnknownModelError
+from trompe.images import example_path, load_image
 from trompe.labels import imagenet_labels
 from trompe.models.sources._hf import labels_from_config, preprocessing_from_processor
 
@@ -317,29 +318,52 @@ def test_hf_missing_folder_and_offline_hub(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_hf_cli_classify_json(tiny_vit: tuple[Path, Any, Any]) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    data = _classify_json(tiny_vit[0])
+    assert data[0]["model"] == f"hf:{tiny_vit[0]}"
+    assert {t["label"] for t in data[0]["top"]} == {"cat", "dog", "lemon"}
+
+
+def test_hf_hub_id_from_the_cache_offline(tiny_vit: tuple[Path, Any, Any], tmp_path: Path) -> None:
+    """A hub id that transformers has cached loads offline, through transformers' own cache
+    (laid out here as huggingface_hub lays it out after a download)."""
+    folder = tiny_vit[0]
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--trompe-tests--tiny-vit"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        (snapshot / name).write_bytes((folder / name).read_bytes())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    model_id = "hf:trompe-tests/tiny-vit"
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trompe",
-            "classify",
-            "--model",
-            f"hf:{tiny_vit[0]}",
-            "--top",
-            "3",
-            "--json",
-        ],
+        [sys.executable, "-m", "trompe", "classify", "-m", model_id, "-k", "3", "--json"],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
-        cwd=ROOT,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
-    assert data[0]["model"] == f"hf:{tiny_vit[0]}"
-    assert {t["label"] for t in data[0]["top"]} == {"cat", "dog", "lemon"}
+    assert data[0]["model"] == model_id
+    expected = trompe.load_model(f"hf:{folder}").predict(load_image(example_path()), k=3)[0]
+    assert [t["index"] for t in data[0]["top"]] == [p.index for p in expected]
+    assert [t["prob"] for t in data[0]["top"]] == pytest.approx([p.prob for p in expected])
+
+
+def _classify_json(folder: Path) -> Any:
+    run = subprocess.run(
+        [sys.executable, "-m", "trompe", "classify", "-m", f"hf:{folder}", "-k", "3", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
 
 
 # -- Keras --------------------------------------------------------------------------------------
