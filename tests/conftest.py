@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import importlib.util
 import struct
+import sys
 import zlib
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from trompe.models.digits import DigitsData, load_digits, train_digits_classifie
 _SHIMS = Path(__file__).parent / "shims"
 _spec = importlib.util.spec_from_file_location("_trompe_shims", _SHIMS / "sitecustomize.py")
 assert _spec is not None and _spec.loader is not None
-_spec.loader.exec_module(importlib.util.module_from_spec(_spec))  # installs the finder
+_shims = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _shims  # kept alive: its torch.library.Library holds the schemas
+_spec.loader.exec_module(_shims)  # installs the finder
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(_SHIMS), *filter(None, [os.environ.get("PYTHONPATH")])]
 )

@@ -22,16 +22,6 @@ from trompe.images import example_path, load_image
 from trompe.labels import imagenet_labels
 from trompe.models.sources._hf import labels_from_config, preprocessing_from_processor
 
-# The conftest's torchvision shim keeps the torch.library.Library that defines torchvision's
-# operators only in the globals of a module that nothing references once its finder has fired:
-# the garbage collector can then undefine them before transformers imports torchvision. Hold
-# those globals here (nothing to hold where torchvision matches torch and no shim is needed).
-_SHIM_GLOBALS = [
-    type(finder).find_spec.__globals__
-    for finder in sys.meta_path
-    if type(finder).__name__ == "_BeforeTorchvision"
-]
-
 # Keras picks its backend once, at import: the torch one, as trompe does.
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
