@@ -184,7 +184,7 @@ class Attack(ABC):
             raise AccessError(
                 f"attack {self.name!r} needs {self.access} but model {model.name!r} gives "
                 f"{model.access} only; pick an attack that needs {model.access} (see `trompe "
-                "attacks`)"
+                "attacks`)" + (f", {model.access_hint}" if model.access_hint else "")
             )
         if self.access == "labels" and goal.confidence is not None:
             raise InvalidArgumentError(

@@ -129,6 +129,8 @@ class Classifier(nn.Module):
         self.arch: str | None = None
         self.overrides: dict[str, object] = {}
         self.access: Access = access
+        #: Appended to the refusal of an attack that needs more access (how to get it).
+        self.access_hint = ""
         self.input_size: tuple[int, int] | None = None if input_size is None else _pair(input_size)
         self.crop_fraction = float(crop_fraction)
         self.interpolation = interpolation
@@ -158,6 +160,7 @@ class Classifier(nn.Module):
             raise AccessError(
                 f"model {self.name!r} gives {self.access} only, no gradients; use an attack "
                 "that needs no gradients (see `trompe attacks`)"
+                + (f", {self.access_hint}" if self.access_hint else "")
             )
         logits: torch.Tensor = self.model(self.normalize(self.preprocess(images)))
         return logits
