@@ -360,3 +360,76 @@ def test_a_missing_state_dict_is_one_line() -> None:
     result = run("classify", "--model", "no-such-file.pth", "--arch", "efficientnet_lite0")
     assert result.returncode in (1, 2), result.stderr
     one_line_error(result, result.returncode, "no-such-file.pth")
+
+
+# -- a non-ImageNet model of another source: ONNX, 10 classes --------------------------------------
+
+HAS_ONNX = all(
+    importlib.util.find_spec(name) is not None
+    for name in ("onnx", "onnxruntime", "trompe.models.sources._onnx")
+)
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="onnx, onnxruntime or the ONNX source is not here")
+def test_a_ten_class_onnx_model_with_a_label_file(tmp_path: Path) -> None:
+    import warnings
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 10),
+    )
+    model = tmp_path / "ten.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.rand(1, 3, 32, 32),),
+            str(model),
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+            dynamo=False,
+        )
+    names = tmp_path / "digits.json"
+    names.write_text(json.dumps(DIGIT_NAMES), encoding="utf-8")
+    common = ("--model", str(model), "--labels", str(names), "--input-size", "32")
+
+    info = run("models", "--info", str(model), *common[2:], "--json")
+    assert info.returncode == 0, info.stderr
+    described = json.loads(info.stdout)
+    assert described["source"] == "onnx" and described["access"] == "scores"
+    assert described["num_classes"] == 10 and described["labels"] == DIGIT_NAMES
+    assert set(described["overrides"]) == {"input_size", "labels"}
+
+    out = tmp_path / "out"
+    attack = run(
+        "attack",
+        *common,
+        "--target",
+        "seven",
+        "--attack",
+        "square",
+        "--queries",
+        "50",
+        "--eps",
+        "32",
+        "--resolution",
+        "model",
+        "--out",
+        str(out),
+    )
+    assert attack.returncode in (0, 1), attack.stderr
+    record = json.loads((out / "result.json").read_text())
+    assert record["goal"]["class"] == 7 and record["goal"]["class_name"] == "seven"
+    assert record["model_info"]["num_classes"] == 10
+    assert record["model_info"]["source"] == "onnx"
+    assert {p["label"] for p in record["after"]["top5"]} <= set(DIGIT_NAMES)
+    spare = ("--out", str(tmp_path / "spare"))
+    one_line_error(run("attack", *common, *spare, "--target", "lemon"), 2, "unknown class 'lemon'")
+    one_line_error(run("attack", *common, *spare, "--target", "seven"), 2, "scores only")
+    assert not (tmp_path / "spare").exists()
