@@ -50,6 +50,7 @@ def add_attack(verbs: Verbs, common: Parser) -> None:
         "  trompe attack photo.png --attack apgd-t -O steps=50    attack options: NAME=VALUE\n"
         "  trompe attack photo.png --attack square --queries 2000  black box, scores only\n"
         "  trompe attack photo.png --eps 1,2,4,8           a sweep: success at each budget\n"
+        "  trompe attack dog.jpg -m timm:resnet50 -t pelican   any model (see `trompe models`)\n"
         "see `trompe attacks` for every attack and `trompe attacks NAME` for its options\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
