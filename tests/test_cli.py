@@ -124,7 +124,7 @@ def test_classify_with_another_model() -> None:
 def test_models_lists_the_built_in_models() -> None:
     result = run("models", "--json")
     assert result.returncode == 0, result.stderr
-    models = {m["name"]: m for m in json.loads(result.stdout)}
+    models = {m["name"]: m for m in json.loads(result.stdout)["models"]}
     assert set(models) >= {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"}
     assert models["efficientnet_lite0"]["default"] and models["efficientnet_lite0"]["installed"]
     assert models["efficientnet_lite2"]["input_size"] == [260, 260]

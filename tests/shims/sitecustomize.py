@@ -53,14 +53,42 @@ def _prepare() -> None:
     _LIBRARIES.append(library)
 
 
+class _PrepareFirst(importlib.abc.Loader):
+    """torchvision's own loader, with the operators prepared just before its code runs."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def __getattr__(self, name: str) -> object:  # get_resource_reader, is_package...
+        return getattr(self.loader, name)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        for finder in [f for f in sys.meta_path if isinstance(f, _BeforeTorchvision)]:
+            sys.meta_path.remove(finder)
+        _prepare()
+        self.loader.exec_module(module)
+
+
 class _BeforeTorchvision(importlib.abc.MetaPathFinder):
+    # Only an import runs _prepare (which imports torch): importlib.util.find_spec, which
+    # `trompe models` calls to tell whether a source is installed, must stay torch-free.
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname == "torchvision":
-            sys.meta_path.remove(self)
-            _prepare()
-        return None  # the normal finders import it
+        if fullname != "torchvision":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _PrepareFirst(spec.loader)
+                return spec
+        return None
 
 
 def install() -> None:

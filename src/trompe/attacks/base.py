@@ -257,6 +257,7 @@ class Attack(ABC):
             model=model.name,
             labels=model._labels,
             device=str(device),
+            model_info=model.describe(num_classes=int(logits_after.shape[1])),
         )
 
     def _check_budget(self, images: torch.Tensor) -> None:

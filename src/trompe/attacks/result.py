@@ -41,6 +41,8 @@ class AttackResult:
         model: the classifier's name.
         labels: the classifier's class names, for display.
         device: where the attack ran (``"cpu"``, ``"cuda:0"``); the tensors here are on the CPU.
+        model_info: the classifier as :meth:`~trompe.models.Classifier.describe` gives it
+            (source, class count, access, effective preprocessing, overrides), for result.json.
     """
 
     original: torch.Tensor
@@ -60,6 +62,7 @@ class AttackResult:
     model: str = ""
     labels: Labels | None = None
     device: str | None = None
+    model_info: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return int(self.adversarial.shape[0])

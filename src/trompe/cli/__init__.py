@@ -66,7 +66,7 @@ _EPILOG = """examples:
   trompe classify                       classify the bundled cat photo
   trompe classify photo.jpg --top 3     the 3 most likely classes of your photo
   trompe labels shepherd                find a class by name
-  trompe models                         the built-in pretrained models
+  trompe models                         the built-in models and the other model sources
 """
 
 

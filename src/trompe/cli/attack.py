@@ -22,6 +22,7 @@ from trompe.cli import (
     probability,
     seed,
 )
+from trompe.cli._model_options import add_model_options, model_from_args
 from trompe.errors import InvalidArgumentError, TrompeError
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def add_attack(verbs: Verbs, common: Parser) -> None:
         "  trompe attack photo.png --attack apgd-t -O steps=50    attack options: NAME=VALUE\n"
         "  trompe attack photo.png --attack square --queries 2000  black box, scores only\n"
         "  trompe attack photo.png --eps 1,2,4,8           a sweep: success at each budget\n"
+        "  trompe attack dog.jpg -m timm:resnet50 -t pelican   any model (see `trompe models`)\n"
         "see `trompe attacks` for every attack and `trompe attacks NAME` for its options\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -75,9 +77,9 @@ def add_demo(verbs: Verbs, common: Parser) -> None:
     demo.add_argument("--target", "-t", default="lemon", help="target class (default lemon)")
     demo.add_argument("--out", "-o", default="trompe-demo", help="output folder")
     demo.add_argument("--force", action="store_true", help="overwrite files in the folder")
-    demo.add_argument("--model", "-m", help="a model name (see `trompe models`)")
     demo.add_argument("--device", type=device, help="torch device, e.g. cuda (default cpu)")
     demo.add_argument("--json", action="store_true", help="print the result JSON on stdout")
+    add_model_options(demo)
     demo.set_defaults(run=run_demo)
 
 
@@ -85,7 +87,6 @@ def _attack_options(parser: argparse.ArgumentParser, *, out_default: str) -> Non
     parser.add_argument(
         "--target", "-t", help="the class to reach: name, synonym or index (default: untargeted)"
     )
-    parser.add_argument("--model", "-m", help="a model name (see `trompe models`)")
     parser.add_argument(
         "--attack", "-a", default="pgd", help="an attack name (default pgd; see `trompe attacks`)"
     )
@@ -139,6 +140,7 @@ def _attack_options(parser: argparse.ArgumentParser, *, out_default: str) -> Non
         "--max-pixels", type=positive_int, help="refuse larger images (default 64,000,000)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_options(parser)
 
 
 def _check_output(out_text: str, force: bool, source: Path | None) -> Path:
@@ -269,11 +271,10 @@ def _attack_and_save(args: argparse.Namespace, image_arg: str | None) -> int:
     from rich.table import Table
 
     from trompe.api import attack as run_attack
-    from trompe.api import budget_from_levels, resolve_model
+    from trompe.api import budget_from_levels
     from trompe.attacks import SweepResult, get_attack
     from trompe.cli._console import console, print_json, shown
     from trompe.images import DEFAULT_MAX_PIXELS, example_path, load_image
-    from trompe.models import DEFAULT_MODEL
     from trompe.report import save_result
 
     info = get_attack(args.attack)
@@ -288,7 +289,7 @@ def _attack_and_save(args: argparse.Namespace, image_arg: str | None) -> int:
     options = _collect_options(args, info.cls)
     source = Path(image_arg) if image_arg else example_path("chelsea")
     image = load_image(source, max_pixels=getattr(args, "max_pixels", None) or DEFAULT_MAX_PIXELS)
-    clf = resolve_model(args.model or DEFAULT_MODEL, args.device)
+    clf = model_from_args(args, device=args.device)
     target = args.target
     if target is not None:
         target = clf.labels.index(target)  # unknown names fail here, with suggestions

@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from trompe.cli import EXIT_OK, device, positive_int
+from trompe.cli._model_options import add_model_options, model_from_args
 from trompe.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ def add_classify(verbs: Verbs, common: Parser) -> None:
     classify.add_argument(
         "images", nargs="*", metavar="IMAGE", help="image files (JPEG, PNG, WebP, GIF, TIFF, BMP)"
     )
-    classify.add_argument("--model", "-m", help="a model name (see `trompe models`)")
     classify.add_argument(
         "--top", "-k", type=positive_int, default=5, help="how many classes (default 5)"
     )
@@ -37,6 +37,7 @@ def add_classify(verbs: Verbs, common: Parser) -> None:
         help="refuse images with more pixels than this (default 64,000,000)",
     )
     classify.add_argument("--device", type=device, help="torch device, e.g. cuda (default cpu)")
+    add_model_options(classify)
     classify.set_defaults(run=run_classify)
 
 
@@ -48,13 +49,12 @@ def run_classify(args: argparse.Namespace) -> int:
 
     from trompe.cli._console import console, print_json, shown
     from trompe.images import DEFAULT_MAX_PIXELS, example_path, load_image
-    from trompe.models import DEFAULT_MODEL, load_model
 
     paths = [Path(p) for p in args.images] or [example_path("chelsea")]
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     # Read every image before any output, so a bad file fails the run before it prints.
     images = [load_image(p, max_pixels=max_pixels) for p in paths]
-    clf = load_model(args.model or DEFAULT_MODEL, device=args.device)
+    clf = model_from_args(args, device=args.device)
     if args.top > clf.num_classes:
         raise InvalidArgumentError(
             f"--top must be at most {clf.num_classes} (the number of classes), got {args.top}"

@@ -122,6 +122,12 @@ class Classifier(nn.Module):
             raise InvalidArgumentError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
         self.model = model
         self.name = name
+        #: Where the model came from (``builtin``, ``timm``, ...; ``custom`` for a wrapped
+        #: module), the network a state dict was loaded into, and the preprocessing fields and
+        #: label file that the user set: :func:`trompe.load_model` fills them in.
+        self.source = "custom"
+        self.arch: str | None = None
+        self.overrides: dict[str, object] = {}
         self.access: Access = access
         #: Appended to the refusal of an attack that needs more access (how to get it).
         self.access_hint = ""
@@ -231,6 +237,28 @@ class Classifier(nn.Module):
             "input_size": None if self.input_size is None else list(self.input_size),
             "crop_fraction": round(self.crop_fraction, 6),
             "interpolation": self.interpolation,
+        }
+
+    def describe(self, *, num_classes: int | None = None) -> dict[str, object]:
+        """The model as JSON-ready data: what ``trompe models --info`` shows and result.json
+        records as ``model_info``.
+
+        Keys: ``id`` (the name), ``source``, ``arch`` (a state dict's network, else None),
+        ``num_classes``, ``access``, ``preprocessing`` (the effective one) and ``overrides``
+        (the fields of it, and the label file, that the user set). ``num_classes``, when the
+        caller knows it, saves the forward pass that counts the classes of an unlabelled model.
+        """
+        return {
+            "id": self.name,
+            "source": self.source,
+            "arch": self.arch,
+            "num_classes": self.num_classes if num_classes is None else num_classes,
+            "access": self.access,
+            "preprocessing": self.preprocessing,
+            "overrides": {
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in self.overrides.items()
+            },
         }
 
     @property

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from trompe.errors import InvalidArgumentError, MissingWeightsError, UnknownModelError
 
@@ -294,16 +294,47 @@ def load_model(
     )
     if _key(name) in _REGISTRY:
         clf = _load_builtin(get_spec(name), options)
+        origin = "builtin"
     else:
         found = find_source(name)
         if found is None:
-            get_spec(name)  # raises UnknownModelError with suggestions
-            raise AssertionError("unreachable")
+            _unknown_model(name)
         source, ref = found
         from trompe.models.sources import load_from_source
 
         clf = load_from_source(source, ref, options)
+        origin = source.prefix
+    # What result.json and `trompe models --info` record (Classifier.describe()).
+    clf.source = origin
+    clf.arch = arch
+    clf.overrides = dict(options.overrides)
+    if labels is not None:
+        clf.overrides["labels"] = (
+            str(labels) if isinstance(labels, str | Path) else f"{len(labels)} names"
+        )
     return clf.to(resolve_device(device))
+
+
+def _unknown_model(name: str) -> NoReturn:
+    """Raise the UnknownModelError of an id that is neither a built-in nor a source's: a
+    mistyped source prefix gets the nearest prefix, a name the nearest built-in."""
+    from trompe.models.sources import SOURCES
+
+    sources = ", ".join(SOURCES)
+    prefix, sep, _ = name.strip().partition(":")
+    if sep and len(prefix) > 1:
+        close = difflib.get_close_matches(prefix.lower(), list(SOURCES), n=1)
+        hint = f"did you mean {close[0]}:? " if close else ""
+        raise UnknownModelError(
+            f"unknown model source {prefix!r} in {name!r}; {hint}sources: {sources}"
+        )
+    known = ", ".join(_REGISTRY)
+    close = difflib.get_close_matches(_key(name), list(_REGISTRY), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise UnknownModelError(
+        f"unknown model {name!r}; {hint}built-in models: {known}; other sources: {sources} "
+        "(as SOURCE:REF, see `trompe models`)"
+    )
 
 
 def _triple(values: Sequence[float] | None, what: str) -> tuple[float, float, float] | None:

@@ -144,6 +144,13 @@ def _device(result: ResultLike) -> dict[str, Any]:
     return out
 
 
+def _model_info(result: ResultLike) -> dict[str, Any]:
+    """``{"model_info": ...}`` where the result describes its classifier (results of trompe's
+    attacks do; other result-like objects may not), else nothing."""
+    info = getattr(result, "model_info", None)
+    return {} if not info else {"model_info": _jsonable(dict(info))}
+
+
 def _top(result: ResultLike, index: int, k: int, *, after: bool) -> list[dict[str, Any]]:
     probs = (result.probs_after if after else result.probs_before)[index].detach().float().cpu()
     values, indices = probs.topk(min(k, probs.shape[0]))
@@ -166,9 +173,10 @@ def _norms_dict(norms: Norms) -> dict[str, float | int | None]:
 #: The fields of a summary that ``extra`` may not replace.
 _SUMMARY_FIELDS = frozenset(
     {
-        "created", "versions", "model", "attack", "params", "index", "batch_size", "size",
-        "goal", "success", "before", "after", "norms", "steps", "forwards", "gradients",
-        "queries", "seconds", "verified_on_png", "device", "gpu", "cuda", "cudnn", "budget",
+        "created", "versions", "model", "model_info", "attack", "params", "index",
+        "batch_size", "size", "goal", "success", "before", "after", "norms", "steps",
+        "forwards", "gradients", "queries", "seconds", "verified_on_png", "device", "gpu",
+        "cuda", "cudnn", "budget",
     }
 )  # fmt: skip
 
@@ -199,6 +207,7 @@ def _summary(
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "versions": _versions(),
         "model": result.model,
+        **_model_info(result),
         "attack": result.attack,
         "params": _params(result.params),
         "index": index,
@@ -245,7 +254,11 @@ def result_summary(
     Keys (probabilities in [0, 1]; norms in 0-255 pixel levels, measured on 8-bit values):
 
     - ``created`` (UTC, ISO 8601), ``versions`` (trompe, python, torch, numpy, pillow,
-      matplotlib), ``model``, ``attack``.
+      matplotlib), ``model`` (the classifier's name), ``attack``.
+    - ``model_info``: ``{"id", "source", "arch", "num_classes", "access", "preprocessing":
+      {"mean", "std", "input_size", "crop_fraction", "interpolation"}, "overrides"}``: where
+      the model came from and the preprocessing it ran with (``overrides`` holds the fields the
+      user set, and ``labels`` for a label file); absent for results that do not carry it.
     - ``params``: the attack's hyper-parameters as given (``eps`` in [0, 1]; L0: pixels), plus
       ``eps_255`` and ``step_size_255``, the same in 0-255 levels, where those parameters are
       present (no ``eps_255`` for an L0 budget: it counts pixels).
