@@ -26,7 +26,11 @@ def add_classify(verbs: Verbs, common: Parser) -> None:
         "images", nargs="*", metavar="IMAGE", help="image files (JPEG, PNG, WebP, GIF, TIFF, BMP)"
     )
     classify.add_argument(
-        "--top", "-k", type=positive_int, default=5, help="how many classes (default 5)"
+        "--top",
+        "-k",
+        type=positive_int,
+        default=None,
+        help="how many classes (default 5, or all of a model with fewer)",
     )
     classify.add_argument(
         "--json", action="store_true", help="print JSON on stdout instead of tables"
@@ -55,6 +59,8 @@ def run_classify(args: argparse.Namespace) -> int:
     # Read every image before any output, so a bad file fails the run before it prints.
     images = [load_image(p, max_pixels=max_pixels) for p in paths]
     clf = model_from_args(args, device=args.device)
+    if args.top is None:
+        args.top = min(5, clf.num_classes)
     if args.top > clf.num_classes:
         raise InvalidArgumentError(
             f"--top must be at most {clf.num_classes} (the number of classes), got {args.top}"

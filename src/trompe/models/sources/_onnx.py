@@ -77,8 +77,8 @@ RUNTIME_DOMAINS = frozenset(
 
 #: What the gradient refusal says on a score-only ONNX classifier.
 GRADIENTS_HINT = (
-    "or load the ONNX model with onnx_gradients=True to convert it to torch (onnx2torch) "
-    "for gradient attacks"
+    "or load the ONNX model with --onnx-gradients (Python: onnx_gradients=True) to convert "
+    "it to torch (onnx2torch) for gradient attacks"
 )
 
 # Rows of non-negative numbers that sum to 1 within this are read as probabilities.
