@@ -23,7 +23,7 @@ from trompe.attacks.oracle import Oracle
 from trompe.attacks.registry import Family
 from trompe.attacks.registry import register as _register
 from trompe.attacks.result import AttackResult
-from trompe.attacks.tracker import Progress, ProgressCallback, Tracker
+from trompe.attacks.tracker import Progress, ProgressCallback, Tracker, watch_gradients
 from trompe.errors import AccessError, InvalidArgumentError, ModelOutputError
 from trompe.images import quantize
 from trompe.metrics import Norm, lp_norm, measure
@@ -151,6 +151,10 @@ class Attack(ABC):
             ModelOutputError: the model returned inf or NaN logits for the original or the
                 adversarial images: nothing can be judged by them, so this is never a success.
 
+        Warns:
+            GradientMaskingWarning: a gradient attack's first gradient of the model is zero
+                or not finite for some images (checked here for every gradient attack).
+
         An enclosing :func:`torch.autocast` is switched off for the attack: the model runs in
         float32, as the attack's bookkeeping (margins, 8-bit checks) needs.
         """
@@ -217,7 +221,13 @@ class Attack(ABC):
             if len(todo):
                 oracle = None if self.access == "gradients" else Oracle(model, self.access)
                 target = model if oracle is None else oracle
-                with _no_autocast(device):
+                # Every gradient attack's first gradient is checked for masking here, once.
+                watch = (
+                    watch_gradients(model, self.name, todo)
+                    if oracle is None
+                    else contextlib.nullcontext()
+                )
+                with _no_autocast(device), watch:
                     tracker = self._run(target, images[todo], goal.subset(todo), progress)
                 self._check_output(images[todo], tracker.adversarial)
                 if oracle is not None and oracle.queries != int(tracker.forwards.sum()):
@@ -606,8 +616,6 @@ class IterativeAttack(FixedBudgetAttack):
                     forwards: int | torch.Tensor = 1
                 else:
                     logits, grad, forwards = self._gradient(model, current, running, generator)
-                    if step == 0:
-                        tracker.check_gradients(index, grad, self.name)
                 tracker.count(index, forwards=forwards, gradients=0 if last else 1)
                 tracker.observe(model, index, current, logits, round_fn)
                 if last:
