@@ -347,6 +347,25 @@ def test_demo_optimisation_attack_is_invisible(tmp_path: Path) -> None:
     assert summary["norms"]["psnr_db"] > 40
 
 
+def test_demo_with_an_unmet_goal_exits_1_and_still_writes_its_json_and_files(
+    tmp_path: Path,
+) -> None:
+    """The README: a goal not met still writes the files and the JSON, and exits 1. One FGSM
+    step of 10 levels cannot take the cat to 99 % lemon: unmet for real, in a few seconds."""
+    result = run("demo", "--attack", "fgsm", "--json", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads(result.stdout)  # stdout is the JSON and nothing else
+    assert summary["success"] is False and summary["attack"] == "fgsm"
+    assert summary["goal"]["class_name"] == "lemon"
+    folder = tmp_path / "trompe-demo"
+    names = {p.name for p in folder.iterdir()}
+    assert names == {"adversarial.png", "perturbation.png", "report.png", "result.json"}
+    saved = json.loads((folder / "result.json").read_text())
+    assert saved["success"] is False
+    assert saved["verified_on_png"] == summary["verified_on_png"]
+
+
 def test_attack_options_and_eps_sweep(tmp_path: Path) -> None:
     """`-O NAME=VALUE` reaches the attack (typed), and an eps list runs a sweep."""
     out = tmp_path / "out"

@@ -38,8 +38,10 @@ __all__ = [
     "Progress",
     "ProgressCallback",
     "Tracker",
+    "check_count",
     "check_norm",
     "check_positive",
+    "check_seed",
     "l1_normalise",
     "l2_normalise",
     "lp_norm",
@@ -54,11 +56,47 @@ ABSURD_FACTOR = 1000
 ALL_NORMS: tuple[Norm, ...] = ("linf", "l2", "l1", "l0")
 
 
+#: The largest whole-number option (steps, queries, restarts, pixels...): torch's 32-bit sizes
+#: and loops; the command line's flags (``--steps``) take the same range.
+MAX_COUNT = 2**31 - 1
+#: The largest seed: what ``torch.Generator.manual_seed`` and NumPy both take (63 bits).
+MAX_SEED = 2**63 - 1
+
+
 def check_positive(name: str, value: float, *, integer: bool = False) -> None:
+    """Raise :class:`InvalidArgumentError`, one line naming ``name`` and its range, unless
+    ``value`` is a finite number above 0 (``integer``: a whole number from 1 to
+    :data:`MAX_COUNT`)."""
     bad_type = not isinstance(value, int) if integer else not isinstance(value, int | float)
     if isinstance(value, bool) or bad_type or not value > 0 or not math.isfinite(value):
-        kind = "a whole number" if integer else "a number"
+        kind = "a whole number" if integer else "a finite number"
         raise InvalidArgumentError(f"{name} must be {kind} above 0, got {value!r}")
+    if integer and value > MAX_COUNT:
+        raise InvalidArgumentError(
+            f"{name} must be a whole number from 1 to {MAX_COUNT:,}, got {value!r}"
+        )
+
+
+def check_count(name: str, value: object, *, low: int = 0) -> int:
+    """``value`` as a whole number from ``low`` to :data:`MAX_COUNT`; else
+    :class:`InvalidArgumentError`, one line naming ``name`` and that range."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_COUNT:
+        raise InvalidArgumentError(
+            f"{name} must be a whole number from {low} to {MAX_COUNT:,}, got {value!r}"
+        )
+    return int(value)
+
+
+def check_seed(seed: object) -> int | None:
+    """The seed of an attack's random generator: ``None`` (a fresh one) or a whole number from
+    0 to :data:`MAX_SEED`."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InvalidArgumentError(
+            f"seed must be None or a whole number from 0 to {MAX_SEED} (2**63 - 1), got {seed!r}"
+        )
+    return int(seed)
 
 
 #: The name ``IterativeAttack._run`` used before the tracker had its own module.
@@ -98,6 +136,12 @@ class Attack(ABC):
 
     norm: Norm
     seed: int | None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Every attack stores its seed as ``self.seed = seed``: checked here, once for all.
+        if name == "seed":
+            value = check_seed(value)
+        super().__setattr__(name, value)
 
     def __init_subclass__(cls, *, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
