@@ -41,15 +41,15 @@ def _started_as_program() -> bool:
 
 def _interrupted_at_start(signum: int, frame: object) -> None:
     """Ctrl-C before the command line's own handler is in place: one line and exit 130, as
-    :func:`trompe.cli.main` does later (``SystemExit`` unwinds the imports without a
-    traceback); a second Ctrl-C meanwhile is ignored."""
-    _signal.signal(signum, _signal.SIG_IGN)
+    :func:`trompe.cli.main` does later. Nothing is written yet, so nothing needs unwinding: the
+    process ends here (an exception could be swallowed by whatever module is being imported,
+    and the run would go on as if Ctrl-C had never been pressed)."""
     try:
         _sys.stderr.write("trompe: interrupted\n")
         _sys.stderr.flush()
     except (AttributeError, OSError, ValueError):
         pass
-    raise SystemExit(128 + signum)
+    _os._exit(128 + signum)
 
 
 # Ctrl-C in the first tenths of a second of `trompe ...` landed in the middle of an import, before

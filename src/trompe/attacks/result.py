@@ -41,6 +41,9 @@ class AttackResult:
         model: the classifier's name.
         labels: the classifier's class names, for display.
         device: where the attack ran (``"cpu"``, ``"cuda:0"``); the tensors here are on the CPU.
+        sources: per image, the file it was read from, where known (:func:`trompe.attack`
+            records the path it is given); :meth:`save` never writes onto one, even with
+            ``force``.
     """
 
     original: torch.Tensor
@@ -60,6 +63,7 @@ class AttackResult:
     model: str = ""
     labels: Labels | None = None
     device: str | None = None
+    sources: tuple[Path | None, ...] = ()
 
     def __len__(self) -> int:
         return int(self.adversarial.shape[0])
@@ -103,7 +107,8 @@ class AttackResult:
     def save(self, out_dir: str | Path, *, force: bool = False) -> dict[str, Path]:
         """Write the adversarial PNG, the amplified perturbation, the report and the JSON.
 
-        See :func:`trompe.report.save_result`.
+        See :func:`trompe.report.save_result`; a file in :attr:`sources` is never overwritten,
+        even with ``force``.
         """
         from trompe.report import save_result
 
