@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -69,7 +70,7 @@ def check_positive(name: str, value: float, *, integer: bool = False) -> None:
     :data:`MAX_COUNT`)."""
     bad_type = not isinstance(value, int) if integer else not isinstance(value, int | float)
     if isinstance(value, bool) or bad_type or not value > 0 or not math.isfinite(value):
-        kind = "a whole number" if integer else "a finite number"
+        kind = "a whole number" if integer else "a number"
         raise InvalidArgumentError(f"{name} must be {kind} above 0, got {value!r}")
     if integer and value > MAX_COUNT:
         raise InvalidArgumentError(
@@ -92,11 +93,15 @@ def check_seed(seed: object) -> int | None:
     0 to :data:`MAX_SEED`."""
     if seed is None:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    try:  # NumPy's integers too
+        value = operator.index(seed)  # type: ignore[arg-type]
+    except TypeError:
+        value = -1
+    if isinstance(seed, bool) or not 0 <= value <= MAX_SEED:
         raise InvalidArgumentError(
             f"seed must be None or a whole number from 0 to {MAX_SEED} (2**63 - 1), got {seed!r}"
         )
-    return int(seed)
+    return value
 
 
 #: The name ``IterativeAttack._run`` used before the tracker had its own module.

@@ -125,7 +125,7 @@ class BoundaryAttack(Attack):
             or not step_adaptation > 1
         ):
             raise InvalidArgumentError(
-                f"step_adaptation must be a finite number above 1, got {step_adaptation!r}"
+                f"step_adaptation must be above 1 (and finite), got {step_adaptation!r}"
             )
         self.norm: Norm = "l2"
         self.queries = int(queries)
