@@ -272,6 +272,10 @@ def test_existing_output_needs_force(tmp_path: Path) -> None:
         (("-O", "steps=many"), ("whole number",)),
         (("-O", "steps"), ("NAME=VALUE",)),
         (("-O", "random_start=maybe"), ("true or false",)),
+        (("-O", "steps=0"), ("steps", "above 0")),
+        (("-O", "restarts=1e30"), ("restarts", "whole number")),
+        (("-O", "steps=3000000000"), ("steps", "from 1 to 2,147,483,647")),
+        (("--attack", "mifgsm", "-O", "decay=nan"), ("decay", "finite", "0 or more")),
         (("--attack", "cw", "--queries", "10"), ("no --queries",)),
         (("--norm", "l1"), ("linf, l2", "threat model")),
         (("--eps", "4,x"), ("--eps",)),
@@ -345,6 +349,25 @@ def test_demo_optimisation_attack_is_invisible(tmp_path: Path) -> None:
     assert (tmp_path / "trompe-demo" / "adversarial.png").exists()
     assert summary["success"] and summary["verified_on_png"]["goal_prob"] >= 0.99
     assert summary["norms"]["psnr_db"] > 40
+
+
+def test_demo_with_an_unmet_goal_exits_1_and_still_writes_its_json_and_files(
+    tmp_path: Path,
+) -> None:
+    """The README: a goal not met still writes the files and the JSON, and exits 1. One FGSM
+    step of 10 levels cannot take the cat to 99 % lemon: unmet for real, in a few seconds."""
+    result = run("demo", "--attack", "fgsm", "--json", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads(result.stdout)  # stdout is the JSON and nothing else
+    assert summary["success"] is False and summary["attack"] == "fgsm"
+    assert summary["goal"]["class_name"] == "lemon"
+    folder = tmp_path / "trompe-demo"
+    names = {p.name for p in folder.iterdir()}
+    assert names == {"adversarial.png", "perturbation.png", "report.png", "result.json"}
+    saved = json.loads((folder / "result.json").read_text())
+    assert saved["success"] is False
+    assert saved["verified_on_png"] == summary["verified_on_png"]
 
 
 def test_attack_options_and_eps_sweep(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -330,6 +331,87 @@ def test_a_signal_at_start_up_or_mid_attack_ends_in_one_line(
     # level changes nothing may come first; nothing else may
     assert all(line.startswith("trompe: warning: ") for line in warned), stderr
     assert not out.exists()
+
+
+#: What pip writes for the ``trompe`` console script (``[project.scripts]``).
+CONSOLE_SCRIPT = """\
+import re
+import sys
+from trompe.cli import main
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit(main())
+"""
+
+
+def interrupt_at_start(command: list[str], delay: float) -> tuple[int, str]:
+    """Start ``command`` (a Python command line for trompe) with ``-X importtime``; send it
+    SIGINT ``delay`` seconds after trompe's first module, trompe._version, is imported (the
+    handler is installed before it); return the exit code and stderr without the import times."""
+    process = subprocess.Popen(
+        [sys.executable, "-X", "importtime", *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    started = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if line.split("|")[-1].strip() == "trompe._version":
+                started.set()
+        started.set()  # ended before: the assertions say so
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(120), "trompe never started"
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    reader.join(timeout=60)
+    return process.returncode, "".join(ln for ln in lines if not ln.startswith("import time:"))
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.005, 0.01, 0.03, 0.1])
+@pytest.mark.parametrize("form", ["python -m trompe", "console script"])
+def test_ctrl_c_at_start_up_is_one_line_and_130(tmp_path: Path, form: str, delay: float) -> None:
+    """From trompe's first line on, Ctrl-C at any instant of the start-up (the imports of
+    trompe.cli, before main() installs its handler; the parsing; the imports of torch) ends in
+    "trompe: interrupted" and 130, never a traceback. Earlier than that is Python's own start
+    (site, runpy), which trompe cannot reach."""
+    if form == "console script":
+        script = tmp_path / "trompe"
+        script.write_text(CONSOLE_SCRIPT)
+        program = [str(script)]
+    else:
+        program = ["-m", "trompe"]
+    out = tmp_path / "out"
+    # half a pixel level rounds to no change at all: this attack can never succeed
+    args = ["attack", "--out", str(out), "--eps", "0.4", "--steps", "100000", "--no-progress"]
+    code, stderr = interrupt_at_start([*program, *args], delay)
+    assert "Traceback" not in stderr, stderr
+    assert code == trompe.cli.EXIT_INTERRUPTED, stderr
+    *warned, last = stderr.strip().splitlines()
+    assert last == "trompe: interrupted", stderr
+    assert all(line.startswith("trompe: warning: ") for line in warned), stderr
+    assert not out.exists()
+
+
+def test_importing_trompe_in_a_program_of_ones_own_changes_no_handler() -> None:
+    check = (
+        "import signal, trompe, trompe.cli; "
+        "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=120)
 
 
 def test_signals_deferred_delivers_after_the_step() -> None:

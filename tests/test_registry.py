@@ -4,6 +4,7 @@ checks of what an attack returns: a broken attack raises, it never passes as a s
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from trompe.attacks import (
     ATTACKS,
@@ -28,6 +31,8 @@ from trompe.attacks import (
     get_attack,
     list_attacks,
 )
+from trompe.attacks._options import Option, parse_option
+from trompe.attacks.base import MAX_COUNT, MAX_SEED
 from trompe.attacks.registry import register
 from trompe.attacks.tracker import ProgressCallback
 from trompe.errors import InvalidArgumentError, UnknownAttackError
@@ -261,3 +266,76 @@ def test_the_budget_is_checked_inside_the_smallest_budget_search(
     search = MinimalEps(_Broken, max_eps=0.2, spoil="budget")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="left its budget"):
         search(digits_clf, images, Untargeted(labels))
+
+
+# -- every option's range is checked, whatever the value -----------------------------------------
+
+#: Texts that `-O NAME=VALUE` may carry: out of range, not finite, huge, of the wrong type.
+_ODD_TEXTS = [
+    *("-1", "0", "1", "0.5", "1e30", "-1e30", "1e308", "nan", "inf", "-inf", "-0.1", "abc", ""),
+    *("true", "none", str(2**31), str(2**63), str(10**30), str(-(10**30))),
+]
+_ODD_VALUES = st.one_of(
+    st.sampled_from(_ODD_TEXTS),
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=8),
+)
+_ALL_OPTIONS = [(info, option) for info in list_attacks() for option in info.options()]
+
+
+def _create(info: AttackInfo, **options: Any) -> Attack:
+    if info.minimum_norm:
+        return info.create(**options)
+    return info.create(eps=3 if info.norms[0] == "l0" else 8 / 255, **options)
+
+
+def _in_range_or_one_line_error(info: AttackInfo, option: Option, text: str) -> bool:
+    """`-O NAME=VALUE` as the command line reads it (parse_option, then the attack's own
+    checks): a value out of its range is one line that names the option and what it takes;
+    what is accepted is finite, and a count fits torch's loops. Returns whether accepted."""
+    try:
+        name, value = parse_option(info.cls, f"{option.name}={text}")
+        attack = _create(info, **{name: value})
+    except InvalidArgumentError as error:
+        message = str(error)
+        assert "\n" not in message and option.name in message, message
+        return False
+    held = getattr(attack, name, value)
+    for number in (value, held):
+        if isinstance(number, float):
+            assert math.isfinite(number), (info.name, option.name, text)
+        if isinstance(number, int) and not isinstance(number, bool):
+            limit = MAX_SEED if name == "seed" else MAX_COUNT
+            assert 0 <= number <= limit, (info.name, option.name, text)
+    return True
+
+
+@pytest.mark.parametrize(
+    ("info", "option"), _ALL_OPTIONS, ids=[f"{i.name}-{o.name}" for i, o in _ALL_OPTIONS]
+)
+def test_every_option_refuses_odd_values_in_one_line(info: AttackInfo, option: Option) -> None:
+    for text in _ODD_TEXTS:
+        _in_range_or_one_line_error(info, option, text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(choice=st.sampled_from(_ALL_OPTIONS), text=_ODD_VALUES)
+def test_every_option_value_is_in_range_or_a_one_line_error_naming_it(
+    choice: tuple[AttackInfo, Option], text: str
+) -> None:
+    event("accepted" if _in_range_or_one_line_error(*choice, text) else "refused")
+
+
+@settings(max_examples=100, deadline=None)
+@given(info=st.sampled_from(list_attacks()), name=st.from_regex(r"[a-z_]{1,12}", fullmatch=True))
+def test_an_unknown_option_is_a_one_line_error_listing_the_known_ones(
+    info: AttackInfo, name: str
+) -> None:
+    known = {o.name for o in info.options()}
+    if name in known or name in ("eps", "norm"):
+        return
+    with pytest.raises(InvalidArgumentError, match=f"has no option {name!r}") as caught:
+        parse_option(info.cls, f"{name}=1")
+    assert "\n" not in str(caught.value)
+    assert all(o in str(caught.value) for o in known)

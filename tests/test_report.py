@@ -22,7 +22,8 @@ import trompe
 from trompe.attacks.goal import Targeted, Untargeted
 from trompe.attacks.result import AttackResult, measure
 from trompe.errors import ImageError, InvalidArgumentError, OutputExistsError
-from trompe.images import example_path, load_image, quantize, to_uint8
+from trompe.images import example_path, load_image, quantize, to_pil, to_uint8
+from trompe.models.digits import DigitsData
 from trompe.report import (
     perturbation_image,
     render_report,
@@ -398,3 +399,54 @@ def test_batch_of_two(result: AttackResult, tmp_path: Path) -> None:
     assert all(s["batch_size"] == 2 for s in summaries)
     assert [s["steps"] for s in summaries] == [40, 12]
     assert [s["success"] for s in summaries] == batch.success.tolist()
+
+
+# -- an input is never an output, force or not ---------------------------------------------------
+
+
+def _digit_file(digits: DigitsData, folder: Path, name: str) -> Path:
+    image = digits.test_images[0]
+    path = folder / name
+    to_pil(image).save(path)
+    return path
+
+
+@pytest.mark.parametrize("sweep", [None, [4 / 255, 8 / 255]], ids=["attack", "sweep"])
+def test_save_never_overwrites_the_image_the_result_was_made_from(
+    digits: DigitsData, digits_clf: trompe.Classifier, tmp_path: Path, sweep: list[float] | None
+) -> None:
+    """The library knew no input path, so result.save(dir, force=True) could overwrite the
+    user's photo when it was named like an output; now trompe.attack records it."""
+    photo = _digit_file(digits, tmp_path, "adversarial.png")
+    before = photo.read_bytes()
+    budget = {"sweep": sweep} if sweep else {"eps": 8 / 255}
+    outcome = trompe.attack(photo, model=digits_clf, attack="fgsm", **budget)
+    result = outcome.results[-1] if isinstance(outcome, trompe.SweepResult) else outcome
+    assert result.sources == (photo,)
+    listing = snapshot(tmp_path)
+    with pytest.raises(InvalidArgumentError) as raised:
+        result.save(tmp_path, force=True)
+    message = str(raised.value)
+    assert "\n" not in message and "adversarial.png" in message and "out_dir" in message
+    assert photo.read_bytes() == before
+    assert snapshot(tmp_path) == listing  # refused before anything was written
+    # another spelling of the same folder, and a link named like the output, are the same file
+    with pytest.raises(InvalidArgumentError):
+        result.save(tmp_path / "." / ".." / tmp_path.name, force=True)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "adversarial.png").symlink_to(photo)
+    with pytest.raises(InvalidArgumentError):
+        result.save(linked, force=True)
+    assert photo.read_bytes() == before
+    # anywhere else, the result saves as before
+    paths = result.save(tmp_path / "out")
+    assert paths["adversarial"].exists() and photo.read_bytes() == before
+
+
+def test_a_result_of_a_tensor_has_no_source(
+    digits: DigitsData, digits_clf: trompe.Classifier, tmp_path: Path
+) -> None:
+    photo = _digit_file(digits, tmp_path, "adversarial.png")
+    result = trompe.attack(load_image(photo), model=digits_clf, attack="fgsm", eps=8 / 255)
+    assert isinstance(result, AttackResult) and result.sources == ()

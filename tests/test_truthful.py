@@ -11,6 +11,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,14 +20,16 @@ from torch import nn
 import trompe
 from trompe import units
 from trompe.attacks import (
-    APGD,
     FGSM,
     PGD,
     PGDL0,
+    Attack,
+    AttackInfo,
     CarliniWagnerL2,
     Square,
     Targeted,
     Untargeted,
+    list_attacks,
 )
 from trompe.errors import (
     BudgetWarning,
@@ -149,28 +152,76 @@ def test_a_masked_class_of_minus_inf_is_allowed(
 # -- masked gradients get a warning ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "attack",
-    [PGD(eps=8 / 255, steps=2), FGSM(eps=8 / 255), APGD(eps=8 / 255, steps=2)],
-    ids=lambda a: a.name,
-)
+GRADIENT_ATTACKS = [info for info in list_attacks() if info.access == "gradients"]
+
+
+def quick(info: AttackInfo) -> Attack:
+    """A short run of a registered gradient attack, with its first threat model."""
+    options = {o.name for o in info.options()}
+    quick = {"steps": 2, "binary_search_steps": 1, "restarts": 1, "search_steps": 2}
+    kwargs: dict[str, Any] = {k: v for k, v in quick.items() if k in options}
+    norm = info.norms[0]
+    if info.minimum_norm:
+        return info.create(norm=norm, **kwargs)
+    return info.create(eps=3 if norm == "l0" else 8 / 255, norm=norm, **kwargs)
+
+
+def test_every_kind_of_gradient_attack_is_checked() -> None:
+    families = {info.family for info in GRADIENT_ATTACKS}
+    assert {"gradient", "minimum-norm", "sparse"} <= families
+    assert {"cw", "deepfool", "fab", "ead", "ddn", "fmn", "jsma", "pgd-l0"} <= {
+        info.name for info in GRADIENT_ATTACKS
+    }
+
+
+@pytest.mark.parametrize("info", GRADIENT_ATTACKS, ids=lambda i: i.name)
 def test_zero_gradients_give_a_gradient_masking_warning(
-    digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor], attack: PGD
+    digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor], info: AttackInfo
 ) -> None:
+    """Every gradient attack of the registry warns, once per run, on a model whose gradient
+    is zero everywhere (an 8-bit rounding of its input), naming the images of the batch."""
     images, labels = digits_batch[0][:6], digits_batch[1][:6]
     model = wrap(digits_clf, Quantising(digits_clf.model))
-    with pytest.warns(GradientMaskingWarning, match="zero for 6 of 6 images") as record:
-        attack(model, images, Untargeted(labels))
-    assert len([w for w in record if issubclass(w.category, GradientMaskingWarning)]) == 1
+    # An image the model gets wrong already is not attacked: the others are counted.
+    attacked = int((model(images).argmax(dim=1) == labels).sum())
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        quick(info)(model, images, Untargeted(labels))
+    masking = [w for w in record if issubclass(w.category, GradientMaskingWarning)]
+    assert len(masking) == 1, [str(w.message) for w in record]
+    assert f"zero for {attacked} of {attacked} images" in str(masking[0].message)
+    assert repr(info.name) in str(masking[0].message)
 
 
+@pytest.mark.parametrize("info", GRADIENT_ATTACKS, ids=lambda i: i.name)
 def test_a_model_with_gradients_gives_no_warning(
-    digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+    digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor], info: AttackInfo
 ) -> None:
-    images, labels = digits_batch
+    images, labels = digits_batch[0][:6], digits_batch[1][:6]
     with warnings.catch_warnings():
         warnings.simplefilter("error", GradientMaskingWarning)
-        PGD(eps=8 / 255, steps=2)(digits_clf, images, Untargeted(labels))
+        quick(info)(digits_clf, images, Untargeted(labels))
+
+
+def test_the_warning_names_images_by_their_place_in_the_batch(
+    digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    """Images that meet the goal already are not attacked; the others keep their numbers."""
+    images, labels = digits_batch[0][:3], digits_batch[1][:3].clone()
+    labels[0] = (labels[0] + 1) % 10  # image 0 is "misclassified" already: left out
+    model = wrap(digits_clf, Quantising(digits_clf.model))
+    with pytest.warns(
+        GradientMaskingWarning, match=r"zero for 2 of 2 images attacked \(images 1, 2 "
+    ):
+        PGD(eps=8 / 255, steps=2)(model, images, Untargeted(labels))
+
+
+def test_the_model_is_left_without_hooks(
+    digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    images, labels = digits_batch[0][:2], digits_batch[1][:2]
+    PGD(eps=8 / 255, steps=2)(digits_clf, images, Untargeted(labels))
+    assert not digits_clf._forward_pre_hooks
 
 
 # -- autocast around the Python API ------------------------------------------------------------

@@ -13,9 +13,62 @@ imported by the first name that needs it, so the command line answers ``--help``
 
 import os as _os
 import sys as _sys
-from typing import TYPE_CHECKING
 
-from trompe._version import __version__
+#: Python modules and console-script names that run the ``trompe`` command line.
+_PROGRAM_MODULES = ("trompe", "trompe.__main__", "trompe.cli", "trompe.cli.__main__")
+
+
+def _started_as_program() -> bool:
+    """Whether this import is the start of the ``trompe`` program itself (``python -m trompe``,
+    ``python -m trompe.cli``, the ``trompe`` console script), not a library import."""
+    argv: list[str] = getattr(_sys, "argv", None) or [""]
+    if argv[0] == "-m":  # `python -m NAME` is locating NAME: which one?
+        words = list(getattr(_sys, "orig_argv", ()))[1:]
+        for before, word in zip(["", *words], words, strict=False):
+            if word.startswith("-m") and word[2:] in _PROGRAM_MODULES:
+                return True
+            if word in _PROGRAM_MODULES and before.startswith("-") and before.endswith("m"):
+                return True
+        return False
+    script = getattr(_sys.modules.get("__main__"), "__file__", None)
+    if not script or _os.path.abspath(script) != _os.path.abspath(argv[0]):
+        return False
+    name = _os.path.basename(argv[0]).lower()
+    for suffix in ("-script.pyw", "-script.py", ".exe"):
+        name = name.removesuffix(suffix)
+    return name == "trompe"
+
+
+def _interrupted_at_start(signum: int, frame: object) -> None:
+    """Ctrl-C before the command line's own handler is in place: one line and exit 130, as
+    :func:`trompe.cli.main` does later. Nothing is written yet, so nothing needs unwinding: the
+    process ends here (an exception could be swallowed by whatever module is being imported,
+    and the run would go on as if Ctrl-C had never been pressed)."""
+    try:
+        _sys.stderr.write("trompe: interrupted\n")
+        _sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+    _os._exit(128 + signum)
+
+
+# Ctrl-C in the first tenths of a second of `trompe ...` landed in the middle of an import, before
+# trompe.cli.main() installs its handler, and Python printed a KeyboardInterrupt traceback. So the
+# program's handler comes first, before any import that takes time (`_signal`, built in, takes
+# none; `signal` would import enum). A library import changes no handler, nor does a program
+# whose Ctrl-C is ignored already (started in the background) or that replaced Python's own.
+if _started_as_program():
+    import _signal
+
+    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+        try:  # noqa: SIM105 (contextlib is one more import before the handler)
+            _signal.signal(_signal.SIGINT, _interrupted_at_start)
+        except ValueError:  # not the main thread: no handler can be set
+            pass
+
+from typing import TYPE_CHECKING  # noqa: E402  (after the handler: the first slow import)
+
+from trompe._version import __version__  # noqa: E402
 
 # With OpenMP threads that spin while they wait, one other busy process on a small machine makes
 # every torch step up to 10x slower (measured on a 2-core VM); passive waiting avoids that. Only

@@ -7,11 +7,13 @@ that the command line and the web page apply before any work, so that they canno
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, cast, get_args, overload
 
 import numpy as np
@@ -403,10 +405,14 @@ def attack(
     if info.access == "labels" and confidence is _DEFAULT:
         confidence = None  # a label-only attack sees no probabilities to raise
     goal = _resolve_goal(clf, images, target, confidence)
+    # The file the image came from: the result's save() never writes onto it, force or not.
+    sources = (Path(image),) if isinstance(image, str | os.PathLike) else ()
     if sweep is not None:
-        return run_sweep(
+        swept = run_sweep(
             info.cls, clf, images, goal, sweep, norm=norm, progress=progress, **options
         )
+        runs = [dataclasses.replace(run, sources=sources) for run in swept.results]
+        return dataclasses.replace(swept, results=runs)
     if info.minimum_norm:
         runner: Attack = info.create(norm=norm, **options)
     else:
@@ -421,4 +427,4 @@ def attack(
             runner = MinimalEps(fixed, max_eps=budget, norm=norm, **options)
         else:
             runner = info.create(eps=budget, norm=norm, **options)
-    return runner(clf, images, goal, progress=progress)
+    return dataclasses.replace(runner(clf, images, goal, progress=progress), sources=sources)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import time
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -23,7 +24,7 @@ from trompe.attacks.oracle import Oracle
 from trompe.attacks.registry import Family
 from trompe.attacks.registry import register as _register
 from trompe.attacks.result import AttackResult
-from trompe.attacks.tracker import Progress, ProgressCallback, Tracker
+from trompe.attacks.tracker import Progress, ProgressCallback, Tracker, watch_gradients
 from trompe.errors import AccessError, InvalidArgumentError, ModelOutputError
 from trompe.images import quantize
 from trompe.metrics import Norm, lp_norm, measure
@@ -38,8 +39,10 @@ __all__ = [
     "Progress",
     "ProgressCallback",
     "Tracker",
+    "check_count",
     "check_norm",
     "check_positive",
+    "check_seed",
     "l1_normalise",
     "l2_normalise",
     "lp_norm",
@@ -54,11 +57,51 @@ ABSURD_FACTOR = 1000
 ALL_NORMS: tuple[Norm, ...] = ("linf", "l2", "l1", "l0")
 
 
+#: The largest whole-number option (steps, queries, restarts, pixels...): torch's 32-bit sizes
+#: and loops; the command line's flags (``--steps``) take the same range.
+MAX_COUNT = 2**31 - 1
+#: The largest seed: what ``torch.Generator.manual_seed`` and NumPy both take (63 bits).
+MAX_SEED = 2**63 - 1
+
+
 def check_positive(name: str, value: float, *, integer: bool = False) -> None:
+    """Raise :class:`InvalidArgumentError`, one line naming ``name`` and its range, unless
+    ``value`` is a finite number above 0 (``integer``: a whole number from 1 to
+    :data:`MAX_COUNT`)."""
     bad_type = not isinstance(value, int) if integer else not isinstance(value, int | float)
     if isinstance(value, bool) or bad_type or not value > 0 or not math.isfinite(value):
         kind = "a whole number" if integer else "a number"
         raise InvalidArgumentError(f"{name} must be {kind} above 0, got {value!r}")
+    if integer and value > MAX_COUNT:
+        raise InvalidArgumentError(
+            f"{name} must be a whole number from 1 to {MAX_COUNT:,}, got {value!r}"
+        )
+
+
+def check_count(name: str, value: object, *, low: int = 0) -> int:
+    """``value`` as a whole number from ``low`` to :data:`MAX_COUNT`; else
+    :class:`InvalidArgumentError`, one line naming ``name`` and that range."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_COUNT:
+        raise InvalidArgumentError(
+            f"{name} must be a whole number from {low} to {MAX_COUNT:,}, got {value!r}"
+        )
+    return int(value)
+
+
+def check_seed(seed: object) -> int | None:
+    """The seed of an attack's random generator: ``None`` (a fresh one) or a whole number from
+    0 to :data:`MAX_SEED`."""
+    if seed is None:
+        return None
+    try:  # NumPy's integers too
+        value = operator.index(seed)  # type: ignore[arg-type]
+    except TypeError:
+        value = -1
+    if isinstance(seed, bool) or not 0 <= value <= MAX_SEED:
+        raise InvalidArgumentError(
+            f"seed must be None or a whole number from 0 to {MAX_SEED} (2**63 - 1), got {seed!r}"
+        )
+    return value
 
 
 #: The name ``IterativeAttack._run`` used before the tracker had its own module.
@@ -98,6 +141,12 @@ class Attack(ABC):
 
     norm: Norm
     seed: int | None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Every attack stores its seed as ``self.seed = seed``: checked here, once for all.
+        if name == "seed":
+            value = check_seed(value)
+        super().__setattr__(name, value)
 
     def __init_subclass__(cls, *, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -150,6 +199,10 @@ class Attack(ABC):
                 size, or a targeted goal for an attack without a targeted form.
             ModelOutputError: the model returned inf or NaN logits for the original or the
                 adversarial images: nothing can be judged by them, so this is never a success.
+
+        Warns:
+            GradientMaskingWarning: a gradient attack's first gradient of the model is zero
+                or not finite for some images (checked here for every gradient attack).
 
         An enclosing :func:`torch.autocast` is switched off for the attack: the model runs in
         float32, as the attack's bookkeeping (margins, 8-bit checks) needs.
@@ -217,7 +270,13 @@ class Attack(ABC):
             if len(todo):
                 oracle = None if self.access == "gradients" else Oracle(model, self.access)
                 target = model if oracle is None else oracle
-                with _no_autocast(device):
+                # Every gradient attack's first gradient is checked for masking here, once.
+                watch = (
+                    watch_gradients(model, self.name, todo)
+                    if oracle is None
+                    else contextlib.nullcontext()
+                )
+                with _no_autocast(device), watch:
                     tracker = self._run(target, images[todo], goal.subset(todo), progress)
                 self._check_output(images[todo], tracker.adversarial)
                 if oracle is not None and oracle.queries != int(tracker.forwards.sum()):
@@ -607,8 +666,6 @@ class IterativeAttack(FixedBudgetAttack):
                     forwards: int | torch.Tensor = 1
                 else:
                     logits, grad, forwards = self._gradient(model, current, running, generator)
-                    if step == 0:
-                        tracker.check_gradients(index, grad, self.name)
                 tracker.count(index, forwards=forwards, gradients=0 if last else 1)
                 tracker.observe(model, index, current, logits, round_fn)
                 if last:

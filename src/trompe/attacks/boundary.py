@@ -118,8 +118,15 @@ class BoundaryAttack(Attack):
         check_positive("source_step_convergence", source_step_convergence)
         check_positive("update_stats_every", update_stats_every, integer=True)
         check_positive("init_tries", init_tries, integer=True)
-        if not (isinstance(step_adaptation, int | float) and step_adaptation > 1):
-            raise InvalidArgumentError(f"step_adaptation must be above 1, got {step_adaptation!r}")
+        if (
+            isinstance(step_adaptation, bool)
+            or not isinstance(step_adaptation, int | float)
+            or not math.isfinite(step_adaptation)
+            or not step_adaptation > 1
+        ):
+            raise InvalidArgumentError(
+                f"step_adaptation must be above 1 (and finite), got {step_adaptation!r}"
+            )
         self.norm: Norm = "l2"
         self.queries = int(queries)
         self.steps = int(steps)

@@ -131,8 +131,6 @@ class DDN(Attack):
                 logits = model(current)
                 if not last:
                     (grad,) = torch.autograd.grad(goal.loss(logits).sum(), current)
-                    if step == 0:
-                        tracker.check_gradients(everyone, grad, self.name)
             # One step each; the last evaluation only checks the final iterate.
             tracker.count(everyone, forwards=1, gradients=0 if last else 1)
             with torch.no_grad():

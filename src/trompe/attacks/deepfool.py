@@ -55,6 +55,7 @@ from trompe.attacks.base import (
     Norm,
     Progress,
     ProgressCallback,
+    check_count,
     check_norm,
     check_positive,
     lp_norm,
@@ -136,14 +137,8 @@ class DeepFool(Attack):
         ):
             raise InvalidArgumentError(f"overshoot must be a number, 0 or more, got {overshoot!r}")
         check_positive("search_steps", search_steps, integer=True)
-        if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
-            raise InvalidArgumentError(
-                f"refine_steps must be a whole number, 0 or more, got {refine_steps!r}"
-            )
-        if isinstance(projections, bool) or not isinstance(projections, int) or projections < 0:
-            raise InvalidArgumentError(
-                f"projections must be a whole number, 0 or more, got {projections!r}"
-            )
+        check_count("refine_steps", refine_steps)
+        check_count("projections", projections)
         self.norm = norm
         self.steps = int(steps)
         self.candidates = int(candidates)

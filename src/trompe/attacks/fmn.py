@@ -144,8 +144,6 @@ class FMN(Attack):
                 logits = model(x)
                 margin = goal.margin(logits)
                 (grad,) = torch.autograd.grad(margin.sum(), x)
-                if step == 0:
-                    tracker.check_gradients(everyone, grad, self.name)
             tracker.count(everyone, forwards=1, gradients=1)
             with torch.no_grad():
                 x = x.detach()

@@ -11,6 +11,7 @@ models.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -71,8 +72,13 @@ class MIFGSM(IterativeAttack):
             early_stop=early_stop,
             seed=seed,
         )
-        if decay < 0:
-            raise InvalidArgumentError(f"decay must be 0 or more, got {decay}")
+        if (
+            isinstance(decay, bool)
+            or not isinstance(decay, int | float)
+            or not math.isfinite(decay)
+            or decay < 0
+        ):
+            raise InvalidArgumentError(f"decay must be a finite number of 0 or more, got {decay!r}")
         self.decay = float(decay)
 
     def _init_state(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -43,6 +43,9 @@ class AttackResult:
         device: where the attack ran (``"cpu"``, ``"cuda:0"``); the tensors here are on the CPU.
         model_info: the classifier as :meth:`~trompe.models.Classifier.describe` gives it
             (source, class count, access, effective preprocessing, overrides), for result.json.
+        sources: per image, the file it was read from, where known (:func:`trompe.attack`
+            records the path it is given); :meth:`save` never writes onto one, even with
+            ``force``.
     """
 
     original: torch.Tensor
@@ -63,6 +66,7 @@ class AttackResult:
     labels: Labels | None = None
     device: str | None = None
     model_info: dict[str, Any] | None = None
+    sources: tuple[Path | None, ...] = ()
 
     def __len__(self) -> int:
         return int(self.adversarial.shape[0])
@@ -106,7 +110,8 @@ class AttackResult:
     def save(self, out_dir: str | Path, *, force: bool = False) -> dict[str, Path]:
         """Write the adversarial PNG, the amplified perturbation, the report and the JSON.
 
-        See :func:`trompe.report.save_result`.
+        See :func:`trompe.report.save_result`; a file in :attr:`sources` is never overwritten,
+        even with ``force``.
         """
         from trompe.report import save_result
 

@@ -34,9 +34,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,7 @@ import torch
 from trompe.attacks.goal import Goal
 from trompe.errors import GradientMaskingWarning
 
-__all__ = ["Progress", "ProgressCallback", "RoundFn", "Tracker"]
+__all__ = ["Progress", "ProgressCallback", "RoundFn", "Tracker", "watch_gradients"]
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,6 @@ class Tracker:
         self.gradients = torch.zeros(batch, dtype=torch.long)
         self.everyone = torch.arange(batch, device=device)
         self._goal_prob = math.nan
-        self._gradients_checked = False
         # The logits row and class of the last observation, turned into goal_prob only when
         # read (a softmax and a host sync that a run without a progress callback never needs).
         self._prob_source: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -214,41 +214,6 @@ class Tracker:
             self.done[chosen[met]] = True
             self.adversarial[chosen[met]] = rounded[met]
 
-    def check_gradients(self, index: torch.Tensor, grad: torch.Tensor, attack: str) -> None:
-        """Warn (:class:`~trompe.errors.GradientMaskingWarning`) about the images ``index``
-        whose gradient ``grad`` is all zero or not finite, once per run.
-
-        Call it with the first gradient of each image: a gradient attack learns nothing from a
-        zero gradient, and its failure there says nothing about the model's robustness.
-        """
-        if self._gradients_checked or not len(index):
-            return
-        self._gradients_checked = True
-        with torch.no_grad():
-            flat = grad.detach().flatten(1)
-            finite = flat.isfinite().all(dim=1)
-            zero = finite & (flat == 0).all(dim=1)
-        bad = (~finite | zero).nonzero().squeeze(1)
-        if not len(bad):
-            return
-        images = index[bad].tolist()
-        shown = ", ".join(str(i) for i in images[:5]) + (", ..." if len(images) > 5 else "")
-        shown = ("images " if len(images) > 1 else "image ") + shown
-        what = " or ".join(
-            name
-            for name, n in (("zero", int(zero.sum())), ("not finite", int((~finite).sum())))
-            if n
-        )
-        warnings.warn(
-            GradientMaskingWarning(
-                f"attack {attack!r}: the model's gradient is {what} for {len(images)} of "
-                f"{len(index)} images attacked ({shown} among them): masked or saturated "
-                "gradients, so a failure there says little about robustness; try a "
-                "score-based attack (square) or check the model for non-differentiable layers"
-            ),
-            stacklevel=2,
-        )
-
     def accept(self, index: torch.Tensor, candidates: torch.Tensor, met: torch.Tensor) -> None:
         """Freeze the images ``index[met]``: their (8-bit, in-budget) ``candidates[met]`` meet
         the goal, as the caller checked on exactly those images."""
@@ -279,3 +244,96 @@ class Tracker:
         pending = (~self.done).nonzero().squeeze(1)
         if len(pending):
             self.adversarial[pending] = round_fn(fallback[pending], pending)
+
+
+@contextlib.contextmanager
+def watch_gradients(model: torch.nn.Module, attack: str, batch: torch.Tensor) -> Iterator[None]:
+    """Warn (:class:`~trompe.errors.GradientMaskingWarning`) once if the first gradients that
+    reach ``model``'s input are all zero or not finite for some images.
+
+    The engine (:meth:`~trompe.attacks.base.Attack.__call__`) wraps every gradient attack's
+    run in it, so no attack has to remember the check: while it is active, a forward pre-hook
+    gives each input that requires a gradient a hook of its own (on an alias, so that what the
+    attack adds outside the model, such as C&W's distance term, is not mixed in). The gradients
+    of the model's output that arrive there are checked until they have covered as many rows
+    as the batch has images (usually the first one does; DI-FGSM splits its first step in two),
+    and no later ones: once an image meets its goal, a clamped loss (C&W's, EAD's) has a zero
+    gradient by design.
+
+    Args:
+        model: the classifier the attack runs on.
+        attack: its name, for the message.
+        batch: the positions in the caller's batch of the images the attack runs on; the
+            message names them when one gradient covers them all.
+    """
+    state = _GradientCheck(attack, batch)
+
+    def alias(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if state.finished or not args or not torch.is_grad_enabled():
+            return None
+        x = args[0]
+        if not isinstance(x, torch.Tensor) or not x.requires_grad:
+            return None
+        x = x.view_as(x)
+        x.register_hook(state.check)  # type: ignore[no-untyped-call]
+        return (x, *args[1:])
+
+    handle = model.register_forward_pre_hook(alias)
+    try:
+        yield
+    finally:
+        handle.remove()
+    state.finish()  # not on an error: the error says more
+
+
+class _GradientCheck:
+    """The gradients :func:`watch_gradients` has seen, and the one warning it gives."""
+
+    def __init__(self, attack: str, batch: torch.Tensor) -> None:
+        self.attack = attack
+        self.batch = batch
+        self.finished = False
+        self.rows = self.zero = self.not_finite = 0
+        self.bad: torch.Tensor | None = None  # positions of bad rows, when one grad covers all
+
+    def check(self, grad: torch.Tensor) -> None:
+        """Count the bad rows of one gradient of the model's input (an autograd hook)."""
+        if self.finished:
+            return
+        with torch.no_grad():
+            flat = grad.detach().flatten(1)
+            finite = flat.isfinite().all(dim=1)
+            zero = finite & (flat == 0).all(dim=1)
+            if not self.rows and len(flat) == len(self.batch):
+                self.bad = (~finite | zero).nonzero().squeeze(1)
+            self.rows += len(flat)
+            self.zero += int(zero.sum())
+            self.not_finite += int((~finite).sum())
+        if self.rows >= len(self.batch):
+            self.finish()
+
+    def finish(self) -> None:
+        """Warn once, if any row seen was bad."""
+        if self.finished:
+            return
+        self.finished = True
+        count = self.zero + self.not_finite
+        if not count:
+            return
+        shown = ""
+        if self.bad is not None:
+            images = self.batch[self.bad.to(self.batch.device)].tolist()
+            listed = ", ".join(str(i) for i in images[:5]) + (", ..." if len(images) > 5 else "")
+            shown = f" ({'images' if len(images) > 1 else 'image'} {listed} among them)"
+        what = " or ".join(
+            name for name, n in (("zero", self.zero), ("not finite", self.not_finite)) if n
+        )
+        warnings.warn(
+            GradientMaskingWarning(
+                f"attack {self.attack!r}: the model's gradient is {what} for {count} of "
+                f"{self.rows} images attacked{shown}: masked or saturated gradients, so a "
+                "failure there says little about robustness; try a score-based attack "
+                "(square) or check the model for non-differentiable layers"
+            ),
+            stacklevel=2,
+        )

@@ -79,6 +79,16 @@ def _verify(
     }
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (through links, ``..`` or another spelling)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # unreadable, or a link loop: compare as written
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
 def save_result(
     result: ResultLike,
     out_dir: str | os.PathLike[str],
@@ -118,6 +128,9 @@ def save_result(
     Raises:
         OutputExistsError: one of the files exists and ``force`` is false; raised before
             anything is written.
+        InvalidArgumentError: one of the files is an image the result was made from
+            (``result.sources``, which :func:`trompe.attack` fills): not even ``force``
+            overwrites an input.
         ImageError: ``out_dir`` is a file, cannot be created or written, or a file name in it
             is taken by a directory.
         InvalidArgumentError: a key of ``extra`` would replace a measured field.
@@ -152,9 +165,16 @@ def save_result(
             f"the output directory '{directory}' is a file; give a directory (it is created "
             "if missing)"
         )
+    sources = [Path(source) for source in getattr(result, "sources", ()) if source is not None]
     for target in targets:
         if target.is_dir():
             raise ImageError(f"'{target}' is a directory; remove it or choose another out_dir")
+        for source in sources:
+            if _same_file(source, target):
+                raise InvalidArgumentError(
+                    f"'{target}' is the image this result was made from ('{source}'); an input "
+                    "is never overwritten, force or not: choose another out_dir"
+                )
         if not force and (target.exists() or target.is_symlink()):
             raise exists_error(target)
 
