@@ -30,7 +30,7 @@ def add_classify(verbs: Verbs, common: Parser) -> None:
         "-k",
         type=positive_int,
         default=None,
-        help="how many classes (default 5, or all of a model with fewer)",
+        help="how many classes (default 5), or every class of a model with fewer",
     )
     classify.add_argument(
         "--json", action="store_true", help="print JSON on stdout instead of tables"
