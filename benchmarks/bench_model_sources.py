@@ -189,7 +189,11 @@ def onnx_pair(folder: Path, batch_size: int) -> Pair:
 
     path, _ = _onnx_file(folder)
     clf = trompe.load_model(f"onnx:{path}", input_size=224)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # The threads trompe gives its own session (torch's count), so that only the adapter differs.
+    settings = onnxruntime.SessionOptions()
+    settings.intra_op_num_threads = max(1, torch.get_num_threads())
+    settings.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), settings, providers=["CPUExecutionProvider"])
 
     def net(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
