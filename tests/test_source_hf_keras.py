@@ -567,3 +567,40 @@ def test_keras_application_offline_cli(tmp_path: Path) -> None:
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, run.stderr
     assert "InceptionV3" in lines[0] and "keras:./model.keras" in lines[0]
+
+
+def test_keras_file_attacked_through_the_cli(
+    keras: Any, small_keras: tuple[Path, Any], tmp_path: Path
+) -> None:
+    """A user's .keras file with a label file, attacked to a class named in it: the success
+    that the CLI reports is the Keras model's own reading of the saved PNG."""
+    from PIL import Image
+
+    path, model = small_keras
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"kind {i}\n" for i in range(10)), encoding="utf-8")
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    before = np.asarray(model.predict(pixels[None] / 255.0, verbose=0))[0]
+    target = int(before.argsort()[-2])  # the runner-up: in reach of this small network
+    out = tmp_path / "out"
+    run = subprocess.run(
+        [
+            sys.executable, "-m", "trompe", "attack", str(tmp_path / "photo.png"),
+            "--model", f"keras:{path}", "--labels", str(names), "--target", f"kind {target}",
+            "--eps", "64", "--confidence", "0.5", "--out", str(out), "--json", "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "torch"},
+        timeout=300,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr
+    record = json.loads((out / "result.json").read_text(encoding="utf-8"))
+    assert record["model_info"]["source"] == "keras"
+    assert record["model_info"]["num_classes"] == 10
+    saved = np.asarray(Image.open(out / "adversarial.png").convert("RGB"), dtype=np.float32)
+    probs = np.asarray(model.predict(saved[None] / 255.0, verbose=0))[0]
+    assert record["goal"]["class"] == target and record["goal"]["class_name"] == f"kind {target}"
+    assert record["success"] and int(probs.argmax()) == target
