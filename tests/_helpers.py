@@ -6,6 +6,10 @@ which has a ``conftest.py`` and no ``__init__.py``, first on ``sys.path``.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -61,3 +65,27 @@ def counter_of(clf: Classifier) -> Counting:
     counter = clf.model
     assert isinstance(counter, Counting)
     return counter
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m trompe ARGS`` as a user runs it: stdout, stderr and the exit code."""
+    return subprocess.run(
+        [sys.executable, "-m", "trompe", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+    """Check the CLI's error contract: exit ``code``, one line on stderr holding ``words``, no
+    traceback, nothing on stdout; returns the line."""
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    assert result.stdout == ""
+    return lines[0]

@@ -11,29 +11,14 @@ import pytest
 from PIL import Image
 
 import trompe
+from _helpers import one_line_error, run_cli
 from trompe.images import example_path
 
 CATS = {281, 282, 285}
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trompe", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert result.stdout == ""
+run = run_cli
+assert_one_line_error = one_line_error
 
 
 def test_version_and_help() -> None:

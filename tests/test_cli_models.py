@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import trompe
+from _helpers import one_line_error, run_cli
 from trompe.errors import InvalidArgumentError, UnknownModelError
 from trompe.models import Classifier, get_spec
 from trompe.report import result_summary
@@ -29,25 +30,7 @@ needs_checkpoint = pytest.mark.skipif(
 )
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trompe", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
-    assert result.returncode == code, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    assert result.stdout == ""
-    return lines[0]
+run = run_cli
 
 
 @pytest.fixture(scope="module")
