@@ -18,6 +18,7 @@ import hashlib
 import io
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -25,7 +26,15 @@ from torch import nn
 from trompe._files import short_reason
 from trompe.errors import InstallationError
 
-__all__ = ["load_into", "read_state_dict", "reinstall_command"]
+__all__ = [
+    "Mismatch",
+    "load_into",
+    "more_keys",
+    "non_finite_key",
+    "read_state_dict",
+    "reinstall_command",
+    "state_mismatch",
+]
 
 
 def reinstall_command(package: str) -> str:
@@ -87,10 +96,54 @@ def read_state_dict(
         isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
     ):
         raise _corrupted(model, path, "holds no state dict of named tensors", package)
-    for key, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise _corrupted(model, path, f"holds NaN or infinite values in {key}", package)
+    bad = non_finite_key(state)
+    if bad is not None:
+        raise _corrupted(model, path, f"holds NaN or infinite values in {bad}", package)
     return state
+
+
+def non_finite_key(state: dict[str, torch.Tensor]) -> str | None:
+    """The first key of a floating-point (or complex) tensor holding NaN or inf, or None."""
+    for key, tensor in state.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(
+            torch.isfinite(tensor).all()
+        ):
+            return key
+    return None
+
+
+class Mismatch(NamedTuple):
+    """How a state dict fails to fit a network: ``kind`` is ``"missing"`` (the network's
+    ``key`` is absent, ``how_many`` keys in all), ``"extra"`` (the file's ``key`` is unknown to the
+    network) or ``"shape"`` (``got`` where the network has ``want``)."""
+
+    kind: str
+    key: str
+    how_many: int = 1
+    got: tuple[int, ...] = ()
+    want: tuple[int, ...] = ()
+
+
+def state_mismatch(
+    expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
+) -> Mismatch | None:
+    """The first way ``state`` does not fit a network whose state dict is ``expected``, or
+    None when it fits: missing keys first, then unexpected keys, then shapes."""
+    missing = [key for key in expected if key not in state]
+    if missing:
+        return Mismatch("missing", missing[0], len(missing))
+    extra = [key for key in state if key not in expected]
+    if extra:
+        return Mismatch("extra", extra[0], len(extra))
+    for key, tensor in expected.items():
+        if state[key].shape != tensor.shape:
+            return Mismatch("shape", key, got=tuple(state[key].shape), want=tuple(tensor.shape))
+    return None
+
+
+def more_keys(count: int) -> str:
+    """``" (and 2 more)"`` after the first of ``count`` keys; nothing for one."""
+    return f" (and {count - 1} more)" if count > 1 else ""
 
 
 def load_into(
@@ -101,19 +154,12 @@ def load_into(
     Raises:
         InstallationError: a key is missing or unexpected, or a tensor has the wrong shape.
     """
-    expected = net.state_dict()
-    missing = [key for key in expected if key not in state]
-    extra = [key for key in state if key not in expected]
-    for keys, what in ((missing, "lacks the tensor"), (extra, "holds an unexpected tensor")):
-        if keys:
-            more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
-            raise _corrupted(model, path, f"{what} {keys[0]}{more}", package)
-    for key, tensor in expected.items():
-        if state[key].shape != tensor.shape:
-            raise _corrupted(
-                model,
-                path,
-                f"holds {key} of shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}",
-                package,
-            )
+    problem = state_mismatch(net.state_dict(), state)
+    if problem is not None:
+        if problem.kind == "shape":
+            what = f"holds {problem.key} of shape {problem.got}, expected {problem.want}"
+        else:
+            verb = "lacks the tensor" if problem.kind == "missing" else "holds an unexpected tensor"
+            what = f"{verb} {problem.key}{more_keys(problem.how_many)}"
+        raise _corrupted(model, path, what, package)
     net.load_state_dict(state, strict=True)

@@ -285,14 +285,12 @@ def _unwrap(path: Path, data: Any) -> dict[str, torch.Tensor]:
     return dict(data)
 
 
-def _check_finite(path: Path, state: Mapping[str, torch.Tensor]) -> None:
-    import torch
+def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
+    from trompe.models._weights import non_finite_key
 
-    for key, tensor in state.items():
-        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(
-            torch.isfinite(tensor).all()
-        ):
-            raise _error(path, f"it holds NaN or infinite values in {key}")
+    bad = non_finite_key(state)
+    if bad is not None:
+        raise _error(path, f"it holds NaN or infinite values in {bad}")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -371,23 +369,18 @@ def _load_into(path: Path, arch: str, net: nn.Module, state: dict[str, torch.Ten
     for key, tensor in expected.items():
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = tensor
-    missing = [key for key in expected if key not in state]
-    extra = [key for key in state if key not in expected]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise _error(path, f"it lacks the tensor {missing[0]}{more} of {arch}; is --arch right?")
-    if extra:
-        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-        raise _error(
-            path, f"it holds a tensor {extra[0]}{more} that {arch} lacks; is --arch right?"
-        )
-    for key, tensor in expected.items():
-        if state[key].shape != tensor.shape:
-            raise _error(
-                path,
-                f"it holds {key} of shape {tuple(state[key].shape)}, where {arch} has "
-                f"{tuple(tensor.shape)}; is --arch right?",
-            )
+    from trompe.models._weights import more_keys, state_mismatch
+
+    problem = state_mismatch(expected, state)
+    if problem is not None:
+        key, more = problem.key, more_keys(problem.how_many)
+        if problem.kind == "shape":
+            what = f"it holds {key} of shape {problem.got}, where {arch} has {problem.want}"
+        elif problem.kind == "missing":
+            what = f"it lacks the tensor {key}{more} of {arch}"
+        else:
+            what = f"it holds a tensor {key}{more} that {arch} lacks"
+        raise _error(path, f"{what}; is --arch right?")
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as error:  # a dtype that cannot be copied (a complex into a float)
