@@ -58,6 +58,7 @@ class ModelSpec:
         num_params: parameter count, shown by ``trompe models``.
         description: one line for listings.
         weights_sha256: the weights file's SHA-256, checked at load; None skips the check.
+        labels: the class names, for models not of ImageNet-1k (``None``: ImageNet's 1000).
     """
 
     name: str
@@ -74,6 +75,7 @@ class ModelSpec:
     num_params: int = 0
     description: str = ""
     weights_sha256: str | None = field(default=None, repr=False)
+    labels: tuple[str, ...] | None = None
 
     @property
     def installed(self) -> bool:
@@ -387,20 +389,21 @@ def builtin_preprocessing(spec: ModelSpec) -> Any:
 
 
 def _load_builtin(spec: ModelSpec, options: Any) -> Classifier:
-    from trompe.labels import imagenet_labels
+    from trompe.labels import Labels, imagenet_labels
     from trompe.models.sources import build_classifier
 
     if options.arch is not None:
         raise InvalidArgumentError(
             f"arch is for a state dict file; {spec.name!r} is a built-in model with its own"
         )
+    labels = imagenet_labels() if spec.labels is None else Labels(list(spec.labels))
     return build_classifier(
         build_builtin(spec.name),
         builtin_preprocessing(spec),
         options,
         name=spec.name,
-        labels=imagenet_labels(),
-        num_classes=1000,
+        labels=labels,
+        num_classes=len(labels),
     )
 
 
@@ -454,3 +457,34 @@ for _name, (_file, _params, _size, _sha256) in _LITE_WEIGHTS.items():
             weights_sha256=_sha256,
         )
     )
+
+
+def _build_digits() -> nn.Module:
+    from trompe.models.digits import _DigitsNet
+
+    return _DigitsNet()
+
+
+# The small robust model for tests, demos and `trompe evaluate --data digits`: trompe's digits
+# CNN after PGD adversarial training at L-inf 32/255 on the training split of scikit-learn's
+# digits (scripts/train_robust_digits.py, seed 0, re-run gives the same file). Its weights ship
+# inside trompe (600 kB); its test split is the built-in data set `digits`.
+register_model(
+    ModelSpec(
+        name="digits_robust",
+        build=_build_digits,
+        weights_package="trompe",
+        weights_module="trompe",
+        weights_file="data/digits_robust.pt",
+        input_size=(8, 8),
+        crop_fraction=1.0,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        interpolation="area",
+        dataset="digits (scikit-learn, 8x8)",
+        num_params=151_882,
+        description="small CNN for 8x8 digits, PGD adversarially trained at 32/255 (robust)",
+        weights_sha256="938fc8b6fe26b4b7ab7296c13bc7885f1b07a4e3f001759e552f4150e87ec71b",
+        labels=tuple(str(i) for i in range(10)),
+    )
+)
