@@ -79,6 +79,16 @@ class EvaluationReport:
         """The summary as JSON-ready data (what ``summary.json`` holds)."""
         return dict(self._summary)
 
+    def figure_png(self) -> bytes:
+        """The figure as PNG bytes (:func:`trompe.report.figure.evaluation_png_bytes`)."""
+        from trompe.report.figure import evaluation_png_bytes
+
+        return evaluation_png_bytes(self.summary())
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter shows a report as its figure."""
+        return self.figure_png()
+
     def __repr__(self) -> str:
         robust = ", ".join(
             f"{format_budget(eps, self.config.norm)}: {acc:.1%}"

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["render_report", "report_png_bytes"]
+__all__ = ["evaluation_png_bytes", "render_evaluation", "render_report", "report_png_bytes"]
 
 _NORM_NAMES = {"linf": "L-inf", "l2": "L2", "l1": "L1", "l0": "L0"}
 
@@ -424,3 +424,29 @@ def report_png_bytes(result: ResultLike, index: int = 0) -> bytes:
         InvalidArgumentError: ``index`` out of range.
     """
     return _png_bytes(render_report(result, index))
+
+
+def render_evaluation(summary: Mapping[str, Any]) -> Figure:
+    """The figure of an evaluation, drawn from its summary (``summary.json``): robust accuracy
+    against the budget. A first version; the front-end helper extends it (per-attack
+    breakdown, per-class bars, warnings)."""
+    from matplotlib.figure import Figure
+
+    budgets = summary["budgets"]
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
+    xs = [0.0] + [float(b["eps_levels"]) for b in budgets]
+    ys = [100 * float(summary["clean_accuracy"])] + [
+        100 * float(b["robust_accuracy"]) for b in budgets
+    ]
+    axes.plot(xs, ys, marker="o")
+    axes.set_xlabel(f"budget ({summary['config']['norm']}, 0-255 units)")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.set_title(str(summary["config"]["model"].get("id", "")))
+    return figure
+
+
+def evaluation_png_bytes(summary: Mapping[str, Any]) -> bytes:
+    """:func:`render_evaluation` as PNG bytes."""
+    return _png_bytes(render_evaluation(summary))
