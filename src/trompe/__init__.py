@@ -77,7 +77,7 @@ if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 if TYPE_CHECKING:
-    from trompe.api import attack, classify, resolve_model
+    from trompe.api import attack, classify, evaluate, resolve_model
     from trompe.attacks import AttackResult, SweepResult, Targeted, Untargeted
 
     # From its own module: mypy reads `sweep` of trompe.attacks, both a submodule and a
@@ -95,6 +95,7 @@ if TYPE_CHECKING:
         UnknownLabelError,
         UnknownModelError,
     )
+    from trompe.evaluation import EvaluationReport
     from trompe.images import (
         center_crop_resize,
         example_path,
@@ -120,6 +121,7 @@ __all__ = [
     "AccessError",
     "AttackResult",
     "Classifier",
+    "EvaluationReport",
     "ImageError",
     "InstallationError",
     "InvalidArgumentError",
@@ -139,6 +141,7 @@ __all__ = [
     "attack",
     "center_crop_resize",
     "classify",
+    "evaluate",
     "example_path",
     "imagenet_labels",
     "list_models",
@@ -155,7 +158,7 @@ __all__ = [
 
 #: Where each public name lives; the TYPE_CHECKING imports above say the same for type checkers.
 _HOMES = {
-    "trompe.api": ("attack", "classify", "resolve_model"),
+    "trompe.api": ("attack", "classify", "evaluate", "resolve_model"),
     "trompe.attacks": ("AttackResult", "SweepResult", "Targeted", "Untargeted", "sweep"),
     "trompe.errors": (
         "AccessError",
@@ -169,6 +172,7 @@ _HOMES = {
         "UnknownLabelError",
         "UnknownModelError",
     ),
+    "trompe.evaluation": ("EvaluationReport",),
     "trompe.images": (
         "center_crop_resize",
         "example_path",

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast, get_args, overload
@@ -36,12 +36,23 @@ from trompe.attacks import (
 from trompe.attacks import sweep as run_sweep
 from trompe.attacks.base import ProgressCallback
 from trompe.errors import BudgetWarning, InvalidArgumentError
+from trompe.evaluation import (
+    EvalConfig,
+    EvalProgress,
+    EvaluationReport,
+    Stage,
+    load_data,
+    resolve_cascade,
+    run_evaluation,
+)
+from trompe.evaluation._types import PRECISIONS
 from trompe.images import load_image, quantize
 from trompe.models import DEFAULT_MODEL, Classifier, Prediction, load_model
 from trompe.models.registry import resolve_device
-from trompe.units import LEVELS, budget_to_unit
+from trompe.units import LEVELS, budget_to_unit, format_budget, max_budget
 
 __all__ = [
+    "DEFAULT_EVAL_BATCH_SIZE",
     "Budget",
     "ImageLike",
     "ModelLike",
@@ -49,6 +60,9 @@ __all__ = [
     "budget_from_levels",
     "check_budget",
     "classify",
+    "evaluate",
+    "evaluation_budgets",
+    "evaluation_device",
     "resolve_model",
     "warn_tiny_budget",
 ]
@@ -428,3 +442,248 @@ def attack(
         else:
             runner = info.create(eps=budget, norm=norm, **options)
     return dataclasses.replace(runner(clf, images, goal, progress=progress), sources=sources)
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+#: Images per chunk of an evaluation: the unit of work, of seeding and of resume.
+DEFAULT_EVAL_BATCH_SIZE = 100
+#: The threat models an evaluation runs under.
+EVAL_NORMS = ("linf", "l2")
+#: The largest seed (torch's generators and NumPy take 63 bits).
+_MAX_SEED = 2**63 - 1
+
+
+def evaluation_budgets(
+    eps: float | Sequence[float],
+    norm: str,
+    *,
+    levels: bool = False,
+    eps_name: str = "eps",
+) -> tuple[float, ...]:
+    """An evaluation's budgets, checked, ascending and without repeats, in [0, 1] units.
+
+    Args:
+        eps: one budget or several.
+        norm: ``"linf"`` or ``"l2"``.
+        levels: the budgets are in 0-255 levels (the command line's ``--eps``; L2 budgets in
+            0-255 units), rather than the Python API's [0, 1] units.
+        eps_name: what the caller's user calls the budget, for the error messages.
+
+    Raises:
+        InvalidArgumentError: another threat model, no budget, a budget that is not a number
+            above 0, an L-inf budget above the whole range (1, or 255 levels).
+
+    Example:
+        >>> evaluation_budgets([8 / 255, 2 / 255, 8 / 255], "linf") == (2 / 255, 8 / 255)
+        True
+        >>> evaluation_budgets([1, 2, 4], "linf", levels=True) == (1 / 255, 2 / 255, 4 / 255)
+        True
+    """
+    if norm not in EVAL_NORMS:
+        raise InvalidArgumentError(
+            f"an evaluation runs under the linf or l2 threat model, not {norm!r}"
+        )
+    given = [eps] if isinstance(eps, int | float) else list(eps)
+    if not given:
+        raise InvalidArgumentError(f"give {eps_name} at least one budget")
+    unit = "0-255 levels" if levels else "[0, 1] units"
+    values = []
+    for value in given:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidArgumentError(f"{eps_name} must be numbers, got {value!r}")
+        number = float(value)
+        if not math.isfinite(number) or number <= 0:
+            raise InvalidArgumentError(
+                f"{eps_name} must be above 0 (a budget of 0 leaves every image as it is), "
+                f"got {value!r}"
+            )
+        values.append(number)
+    top = LEVELS if levels else 1.0
+    if norm == "linf" and max(values) > top:
+        hint = (
+            "e.g. --eps 8 for 8/255"
+            if levels
+            else f"e.g. eps=8 / 255 for 8 levels; {max(values):g} levels is {max(values):g} / 255"
+        )
+        raise InvalidArgumentError(
+            f"an L-inf {eps_name} is in {unit}, at most {top:g} (the whole range); got "
+            f"{max(values):g} ({hint})"
+        )
+    converted = sorted(budget_to_unit(v, norm) if levels else v for v in values)
+    unique: list[float] = []
+    for value in converted:
+        if not unique or value - unique[-1] > 1e-12 * max(1.0, value):
+            unique.append(value)
+    return tuple(unique)
+
+
+def _check_l2_range(eps: Sequence[float], clf: Classifier) -> None:
+    """Refuse an L2 budget larger than any change an image of the model's input size can have."""
+    if clf.input_size is None:
+        return
+    largest = max_budget("l2", (3, *clf.input_size))
+    if max(eps) > largest:
+        raise InvalidArgumentError(
+            f"the L2 budget {format_budget(max(eps), 'l2')} is larger than any change of a "
+            f"{clf.input_size[0]}x{clf.input_size[1]} image ({format_budget(largest, 'l2')}, "
+            f"{largest:.4g} in [0, 1] units); give a smaller budget"
+        )
+
+
+def evaluation_device(device: str | torch.device | None) -> str | torch.device | None:
+    """The device of this process: under ``torchrun`` (``WORLD_SIZE`` > 1), a bare ``cuda``
+    means this process's own GPU, ``cuda:LOCAL_RANK``; anything else is left as given."""
+    if device is None or str(device) != "cuda":
+        return device
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ["LOCAL_RANK"])
+    except (KeyError, ValueError):
+        return device
+    return f"cuda:{local}" if world > 1 else device
+
+
+def _check_count(value: object, name: str, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"{name} must be a whole number above 0, got {value!r}")
+
+
+def evaluate(
+    model: ModelLike,
+    data: Any,
+    *,
+    eps: float | Sequence[float],
+    norm: str = "linf",
+    attacks: str | Sequence[str | Stage] = "standard",
+    n: int | None = None,
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    seed: int = 0,
+    precision: str = "fp32",
+    device: str | torch.device | None = None,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    shard: tuple[int, int] | None = None,
+    checks: bool = True,
+    save_adversarial: bool = False,
+    strict: bool = False,
+    progress: Callable[[EvalProgress], None] | None = None,
+) -> EvaluationReport:
+    """Robust accuracy of a model on a data set: the AutoAttack-grade cascade at each budget.
+
+    Every image the model classifies correctly is attacked by each stage of the cascade in
+    turn, at each budget from the smallest up, until one breaks it; a success counts only on
+    the 8-bit image within the budget, re-predicted in float32. An image broken at a budget
+    stays broken at every larger one, so robust accuracy never rises with the budget.
+
+    Args:
+        model: a registered model name or a :class:`~trompe.Classifier`.
+        data: a folder of class subfolders, a ``.csv``/``.jsonl`` manifest, a built-in name
+            (``"digits"``, ``"foolbox:imagenet"``...), a pair ``(images, labels)`` of tensors,
+            a ``Dataset`` or a ``DataLoader`` (see :func:`trompe.evaluation.load_data`).
+        eps: one budget or several, in [0, 1] units (L2 too: the norm of the change of an
+            image in [0, 1]); sorted and deduplicated.
+        norm: ``"linf"`` or ``"l2"``.
+        attacks: ``"standard"`` (APGD-CE, APGD-T, FAB-T, Square, as AutoAttack's standard
+            version), ``"fast"`` (APGD-CE, APGD-T), ``"apgd-ce,square"`` or a list of attack
+            names or :class:`~trompe.evaluation.Stage` values.
+        n: evaluate a deterministic subset of this many images (spread over the classes).
+        batch_size: images per chunk (the unit of work, seeding and resume).
+        seed: the seed every chunk's attacks derive theirs from.
+        precision: ``"fp32"``, or ``"bf16"``/``"fp16"`` to run the attacks under autocast
+            (every success is re-checked in float32).
+        device: where to run the model.
+        out: a folder for the per-image records (written as they are done), the summary, the
+            figure and the configuration; ``None`` writes nothing.
+        resume: continue the run recorded in ``out`` (the configuration must be the same).
+        force: start over in an ``out`` that holds a run already.
+        shard: ``(i, k)``: evaluate only shard ``i`` of ``k`` (``0 <= i < k``), for job arrays;
+            :func:`trompe.evaluation.merge` combines the shards written into one ``out``.
+        checks: run the gradient-masking checks (named warnings in the report).
+        save_adversarial: also write the adversarial images into ``out``.
+        strict: an unreadable image is an error rather than skipped and listed.
+        progress: called with an :class:`~trompe.evaluation.EvalProgress` as the work advances.
+
+    Returns:
+        The :class:`~trompe.evaluation.EvaluationReport`: clean accuracy, robust accuracy per
+        budget, per-attack contributions, per-image records, warnings and timing; in Jupyter it
+        shows itself as its figure.
+
+    Raises:
+        InvalidArgumentError: a budget, norm, count, precision or shard out of range, an
+            attack without this threat model, data the model cannot take, a resume of another
+            configuration.
+        UnknownAttackError: an unknown attack name.
+        OutputExistsError: ``out`` holds a run already and neither ``resume`` nor ``force``.
+
+    Example:
+        >>> clf = trompe.load_model("digits_robust")                       # doctest: +SKIP
+        >>> report = trompe.evaluate(clf, "digits", eps=[16 / 255, 32 / 255])  # doctest: +SKIP
+        >>> report.clean_accuracy, report.robust_accuracy                   # doctest: +SKIP
+    """
+    budgets = evaluation_budgets(eps, norm)
+    for value in budgets:
+        warn_tiny_budget(value, norm)
+    _check_count(n, "n", allow_none=True)
+    _check_count(batch_size, "batch_size")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
+        raise InvalidArgumentError(
+            f"seed must be a whole number from 0 to {_MAX_SEED} (2**63 - 1), got {seed!r}"
+        )
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
+    if shard is not None:
+        index, count = shard
+        if (
+            isinstance(index, bool)
+            or isinstance(count, bool)
+            or not isinstance(index, int)
+            or not isinstance(count, int)
+            or not 0 <= index < count
+        ):
+            raise InvalidArgumentError(
+                f"shard is (i, n) with 0 <= i < n (shard 0 of 4 is the first), got {shard!r}"
+            )
+    if resume and force:
+        raise InvalidArgumentError(
+            "resume continues the run in the output folder, force starts it over: give one"
+        )
+    folder = None if out is None else Path(out)
+    if folder is None and (resume or save_adversarial or shard is not None):
+        wanted = "resume" if resume else "save_adversarial" if save_adversarial else "shard"
+        raise InvalidArgumentError(f"{wanted} needs an output folder (out)")
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise InvalidArgumentError(f"out {str(folder)!r} is a file, not a folder; choose another")
+    cascade, stages = resolve_cascade(attacks, norm)
+    clf = resolve_model(model, evaluation_device(device))
+    if norm == "l2":
+        _check_l2_range(budgets, clf)
+    dataset = load_data(data, clf, n=n, strict=strict)
+    config = EvalConfig(
+        model=clf.describe(),
+        data=dataset.description,
+        norm=norm,
+        eps=budgets,
+        stages=stages,
+        cascade=cascade,
+        batch_size=batch_size,
+        seed=seed,
+        precision=cast(Any, precision),
+        checks=checks,
+    )
+    return run_evaluation(
+        clf,
+        dataset,
+        config,
+        out=folder,
+        resume=resume,
+        force=force,
+        shard=shard,
+        save_adversarial=save_adversarial,
+        progress=progress,
+    )

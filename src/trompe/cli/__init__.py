@@ -11,10 +11,11 @@ of memory and a full disk (stdout included) are one line with the fix; a reader 
 (``trompe labels | head``) ends the run quietly with 141, as a Unix tool killed by SIGPIPE.
 
 One module per group of verbs: :mod:`.classify`, :mod:`.catalogue` (``models``, ``labels``,
-``attacks``) and :mod:`.attack` (``attack``, ``demo``). Each adds its sub-parsers and runs its
-commands; at the top they import only the standard library and trompe's light leaves, and each
-command imports what it needs (torch, the attacks, rich) when it runs, so that ``trompe --help``,
-``trompe --version`` and every ``trompe VERB --help`` answer without loading torch.
+``attacks``), :mod:`.attack` (``attack``, ``demo``) and :mod:`.evaluate`. Each adds its
+sub-parsers and runs its commands; at the top they import only the standard library and trompe's
+light leaves, and each command imports what it needs (torch, the attacks, rich) when it runs, so
+that ``trompe --help``, ``trompe --version`` and every ``trompe VERB --help`` answer without
+loading torch.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ _EPILOG = """examples:
   trompe classify photo.jpg --top 3     the 3 most likely classes of your photo
   trompe labels shepherd                find a class by name
   trompe models                         the built-in models and the other model sources
+  trompe evaluate -m digits_robust --data digits --eps 16,32   robust accuracy on a data set
 """
 
 
@@ -167,7 +169,7 @@ def budgets(text: str) -> list[float]:
 def _build_parser() -> argparse.ArgumentParser:
     # The verb modules import nothing heavy at their top; importing them here rather than above
     # keeps them free to import this package's exit codes and argument types.
-    from trompe.cli import attack, catalogue, classify
+    from trompe.cli import attack, catalogue, classify, evaluate
 
     # --debug is accepted before and after the verb; SUPPRESS keeps the sub-parser's default
     # from overwriting a --debug given before it.
@@ -194,6 +196,7 @@ def _build_parser() -> argparse.ArgumentParser:
     catalogue.add_models(verbs, common)
     attack.add_attack(verbs, common)
     attack.add_demo(verbs, common)
+    evaluate.add_evaluate(verbs, common)
     catalogue.add_attacks(verbs, common)
     catalogue.add_labels(verbs, common)
     return parser
