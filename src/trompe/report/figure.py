@@ -426,24 +426,239 @@ def report_png_bytes(result: ResultLike, index: int = 0) -> bytes:
     return _png_bytes(render_report(result, index))
 
 
+#: The colours of the cascade's stages in the evaluation figure, in order (then repeated).
+_STAGE_COLOURS = ("#f08c00", "#e8590c", "#ae3ec9", "#1098ad", "#74b816", "#868e96")
+_ROBUST = "#1c7ed6"
+_CLEAN = "#ced4da"
+_WARNING = "#c92a2a"
+#: Classes shown in the per-class chart at most (those with the most images).
+_MAX_CLASSES = 20
+_MAX_WARNING_TEXT = 150
+
+
+def _budget_names(summary: Mapping[str, Any]) -> list[str]:
+    """The budgets as the tick labels write them: ``8/255`` for L-inf, the 0-255 norm for L2."""
+    norm = str(summary["config"]["norm"])
+    names = []
+    for budget in summary["budgets"]:
+        if norm == "linf" and budget.get("eps_text"):
+            names.append(str(budget["eps_text"]))
+        else:
+            names.append(_fmt(float(budget["eps_levels"]), 3))
+    return names
+
+
+def _cascade_chart(ax: Axes, summary: Mapping[str, Any]) -> None:
+    """Accuracy at each budget as a stacked bar: the robust images at the bottom, over them
+    the images each stage broke (the last stage first), so that the top of each band is the
+    robust accuracy after that stage and the whole bar is the clean accuracy."""
+    stages = [str(s["attack"]) for s in summary["config"]["stages"]]
+    evaluated = int(summary["evaluated"])
+    budgets = summary["budgets"]
+    names = ["clean", *_budget_names(summary)]
+    positions = list(range(len(names)))
+    clean = 100 * float(summary["clean_accuracy"])
+    ax.bar([0], [clean], color=_CLEAN, width=0.62, label="clean (unattacked)")
+    robust = [100 * float(b["robust_accuracy"]) for b in budgets]
+    xs = positions[1:]
+    ax.bar(xs, robust, color=_ROBUST, width=0.62, label="robust")
+    bottoms = list(robust)
+    counts = [int(budgets[-1]["broken_by"].get(stage, 0)) if budgets else 0 for stage in stages]
+    for i in reversed(range(len(stages))):
+        stage = stages[i]
+        heights = [
+            100 * int(b["broken_by"].get(stage, 0)) / evaluated if evaluated else 0.0
+            for b in budgets
+        ]
+        ax.bar(
+            xs,
+            heights,
+            bottom=bottoms,
+            color=_STAGE_COLOURS[i % len(_STAGE_COLOURS)],
+            width=0.62,
+            label=f"broken by {stage} ({counts[i]} at {names[-1]})",
+        )
+        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    ax.plot(positions, [clean, *robust], color=_INK, marker="o", linewidth=1.5, markersize=5)
+    for x, value in zip(positions, [clean, *robust], strict=True):
+        ax.text(
+            x,
+            value + 2,
+            f"{value:.1f}%",
+            ha="center",
+            va="bottom",
+            fontsize=11,
+            color=_INK,
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"},
+        )
+    norm = str(summary["config"]["norm"])
+    unit = "pixel levels of 255" if norm == "linf" else "norm of the change, 0-255 units"
+    ax.set_xticks(positions, names, fontsize=11)
+    ax.set_xlabel(f"budget ({_NORM_NAMES.get(norm, norm)}, {unit})", fontsize=11, color=_MUTED)
+    ax.set_ylabel("accuracy (%)", fontsize=11, color=_MUTED)
+    ax.set_ylim(0, 112)
+    ax.set_yticks([0, 20, 40, 60, 80, 100])
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(
+        handles[::-1],
+        labels[::-1],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=9,
+        frameon=False,
+    )
+    ax.set_title(
+        "accuracy against the budget; bands: what each attack broke",
+        fontsize=12,
+        color=_MUTED,
+        loc="left",
+        pad=8,
+    )
+
+
+def _classes_shown(rows: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    if len(rows) <= _MAX_CLASSES:
+        return rows
+    chosen = sorted(rows, key=lambda r: (-int(r["n"]), int(r["class"])))[:_MAX_CLASSES]
+    return sorted(chosen, key=lambda r: int(r["class"]))
+
+
+def _class_chart(ax: Axes, summary: Mapping[str, Any]) -> None:
+    """Per class: clean accuracy (light) and robust accuracy at the largest budget (dark)."""
+    rows = list(summary.get("per_class") or [])
+    shown = _classes_shown(rows)
+    largest = _budget_names(summary)[-1] if summary["budgets"] else ""
+    names = []
+    for row in shown:
+        name = row.get("name")
+        if not name:
+            label = f"class {row['class']}"
+        elif str(name) == str(row["class"]):
+            label = str(name)
+        else:
+            label = f"{_short(str(name), 18)} ({row['class']})"
+        names.append(label)
+    positions = list(range(len(shown)))
+    clean = [100 * float(r["clean_accuracy"]) for r in shown]
+    robust = [100 * float(r["robust_accuracy"][-1]) if r["robust_accuracy"] else 0.0 for r in shown]
+    ax.barh(positions, clean, color=_CLEAN, height=0.72, label="clean")
+    ax.barh(positions, robust, color=_ROBUST, height=0.72, label=f"robust at {largest}")
+    ax.set_yticks(positions, names, fontsize=9 if len(shown) > 12 else 10, color=_INK)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("accuracy (%)", fontsize=11, color=_MUTED)
+    ax.tick_params(axis="y", length=0, pad=4)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    title = f"per class: clean (grey), robust at {largest} (blue)"
+    if len(shown) < len(rows):
+        title += f"\n{len(shown)} of {len(rows)} classes: those with most images"
+    ax.set_title(title, fontsize=12, color=_MUTED, loc="left", pad=8)
+
+
+def _warning_lines(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(text, colour) of the lines under the charts: the warnings' codes and messages."""
+    warnings = list(summary.get("warnings") or [])
+    lines = []
+    for warning in warnings:
+        message = _short(" ".join(str(warning.get("message", "")).split()), _MAX_WARNING_TEXT)
+        lines.append((f"\u26a0 {warning.get('code', 'warning')}: {message}", _WARNING))
+    if not warnings:
+        if summary["config"].get("checks", True):
+            lines.append(("\u2713 the gradient-masking checks found nothing", _SUCCESS))
+        else:
+            lines.append(("gradient-masking checks not run (--no-checks)", _MUTED))
+    skipped = summary.get("skipped") or []
+    if skipped:
+        lines.append((f"{len(skipped)} unreadable image(s) skipped (see summary.json)", _MUTED))
+    rejected = sum(int(b.get("rejected", 0)) for b in summary["budgets"])
+    if rejected:
+        text = f"{rejected} reported success(es) not confirmed on the 8-bit image: not counted"
+        lines.append((text, _MUTED))
+    return lines
+
+
+def _evaluation_title(summary: Mapping[str, Any]) -> str:
+    config = summary["config"]
+    model = str(config["model"].get("id", "model"))
+    data = config["data"]
+    source = str(data.get("source", data.get("kind", "data")))
+    norm = _NORM_NAMES.get(str(config["norm"]), str(config["norm"]))
+    stages = ", ".join(str(s["attack"]) for s in config["stages"])
+    seconds = float(summary.get("seconds", 0.0))
+    return (
+        f"{_short(model, 40)} on {_short(source, 40)} \u00b7 {summary['evaluated']} images "
+        f"\u00b7 {norm} \u00b7 {config.get('cascade', 'custom')} cascade ({stages}) "
+        f"\u00b7 {seconds:.0f} s"
+    )
+
+
 def render_evaluation(summary: Mapping[str, Any]) -> Figure:
-    """The figure of an evaluation, drawn from its summary (``summary.json``): robust accuracy
-    against the budget. A first version; the front-end helper extends it (per-attack
-    breakdown, per-class bars, warnings)."""
+    """The figure of an evaluation, drawn from its summary (``summary.json``) alone.
+
+    Left, the accuracy at each budget as a stacked bar: clean accuracy at "clean", then at each
+    budget the robust accuracy (blue, with its value and a line through them) under bands of
+    the images each stage of the cascade broke, the first stage on top; the top of each band is
+    the robust accuracy after that stage, so a stage that broke nothing has no band. Right, per
+    class, the clean accuracy and the robust accuracy at the largest budget (the 20 classes
+    with most images at most). Under both, each warning of the gradient-masking checks by its
+    code and message (or that they found nothing), skipped images and unconfirmed successes.
+
+    It is a :class:`matplotlib.figure.Figure` on an Agg canvas, outside pyplot.
+
+    Args:
+        summary: :meth:`trompe.evaluation.EvaluationReport.summary`, or ``summary.json`` read.
+
+    Raises:
+        InvalidArgumentError: a summary without the keys of an evaluation's.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    budgets = summary["budgets"]
-    figure = Figure(figsize=(6, 4))
-    axes = figure.subplots()
-    xs = [0.0] + [float(b["eps_levels"]) for b in budgets]
-    ys = [100 * float(summary["clean_accuracy"])] + [
-        100 * float(b["robust_accuracy"]) for b in budgets
-    ]
-    axes.plot(xs, ys, marker="o")
-    axes.set_xlabel(f"budget ({summary['config']['norm']}, 0-255 units)")
-    axes.set_ylabel("accuracy (%)")
-    axes.set_ylim(0, 100)
-    axes.set_title(str(summary["config"]["model"].get("id", "")))
+    try:
+        summary["config"]["norm"], summary["config"]["stages"], summary["budgets"]
+        int(summary["evaluated"]), float(summary["clean_accuracy"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"not an evaluation summary (no {exc}); give EvaluationReport.summary() or summary.json"
+        ) from None
+    width = 15.0
+    chart = 4.6
+    classes = len(_classes_shown(list(summary.get("per_class") or [])))
+    chart = max(chart, 0.24 * classes + 0.6)
+    lines = _warning_lines(summary)
+    text_height = 0.3 * len(lines) + 0.3
+    top, bottom_axis = 0.75, 0.75  # title; tick labels and axis label
+    height = top + chart + bottom_axis + text_height
+    figure = Figure(figsize=(width, height), dpi=_DPI, facecolor="white")
+    FigureCanvasAgg(figure)
+
+    def box(left: float, w: float) -> tuple[float, float, float, float]:
+        return (left / width, (text_height + bottom_axis) / height, w / width, chart / height)
+
+    _cascade_chart(figure.add_axes(box(0.8, 6.6)), summary)
+    _class_chart(figure.add_axes(box(10.9, 3.8)), summary)
+    figure.text(
+        0.5,
+        1 - 0.25 / height,
+        _evaluation_title(summary),
+        ha="center",
+        va="top",
+        fontsize=14,
+        color=_INK,
+    )
+    for i, (text, colour) in enumerate(lines):
+        figure.text(
+            0.3 / width,
+            (text_height - 0.2 - 0.3 * i) / height,
+            text,
+            ha="left",
+            va="top",
+            fontsize=11,
+            color=colour,
+        )
     return figure
 
 
