@@ -203,6 +203,23 @@ def test_registry_lists_the_built_in_models() -> None:
     assert spec.input_size == (260, 260) and spec.installed
 
 
+def test_the_robust_digits_model_ships_with_trompe() -> None:
+    """digits_robust: weights inside the package (digest pinned), ten digit classes, and it reads
+    the held-out digits it never saw in training, unattacked."""
+    pytest.importorskip("sklearn")
+    from trompe.models.digits import load_digits
+
+    spec = get_spec("digits-robust")
+    assert spec.installed and spec.weights_path().is_file()
+    clf = load_model("digits_robust")
+    assert list(clf.labels) == [str(i) for i in range(10)] and clf.input_size == (8, 8)
+    assert sum(p.numel() for p in clf.parameters()) == spec.num_params
+    data = load_digits()
+    with torch.no_grad():
+        accuracy = (clf(data.test_images).argmax(1) == data.test_labels).float().mean()
+    assert accuracy > 0.97
+
+
 def test_unknown_model_names_the_known_ones() -> None:
     with pytest.raises(UnknownModelError) as info:
         load_model("resnet50")

@@ -1,0 +1,107 @@
+"""Data-parallel evaluation under torchrun: two gloo processes on 127.0.0.1 equal one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import trompe
+from test_eval_run import SCRIPT, SRC, comparable, setup
+from trompe.errors import InvalidArgumentError
+from trompe.evaluation import ImageRecord, run_evaluation
+from trompe.evaluation._store import read_part
+from trompe.evaluation.distributed import DistributedEnv, detect
+
+pytest.importorskip("torch.distributed")
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
+    model = trompe.load_model("digits_robust")
+    data, config = setup(model, n=36, batch=8)
+    reference = run_evaluation(model, data, config)
+
+    script = tmp_path / "evaluate.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / "eval"
+    port = free_loopback_port()
+    environ = {
+        **os.environ,
+        "PYTHONPATH": str(SRC),
+        "OMP_NUM_THREADS": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "TORCHELASTIC_ERROR_FILE": str(tmp_path / "error.json"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        str(script),
+        "36",
+        "8",
+        str(out),
+        "run",
+    ]
+    result = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # Each rank wrote its own part; every rank returned the whole report.
+    chunks = {
+        name: [c.index for c in read_part(out / "records" / name).chunks]
+        for name in ("part-0-of-2.jsonl", "part-1-of-2.jsonl")
+    }
+    assert chunks == {"part-0-of-2.jsonl": [0, 2, 4], "part-1-of-2.jsonl": [1, 3]}
+    for rank in (0, 1):
+        rows = json.loads((tmp_path / f"records-{rank}.json").read_text())
+        assert tuple(ImageRecord.from_json(r) for r in rows) == reference.records
+    summary = json.loads((out / "summary.json").read_text())
+    assert comparable(summary) == comparable(reference.summary())
+    assert (out / "figure.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_detect_reads_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert detect() is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert detect() is None
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert detect() == DistributedEnv(rank=3, world=4, local_rank=1)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(InvalidArgumentError, match="outside WORLD_SIZE"):
+        detect()
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(InvalidArgumentError, match="integers"):
+        detect()
+
+
+def test_shard_and_torchrun_together_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = trompe.load_model("digits_robust")
+    data, config = setup(model, n=8, batch=8)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    with pytest.raises(InvalidArgumentError, match="use one of them"):
+        run_evaluation(model, data, config, shard=(0, 2))
