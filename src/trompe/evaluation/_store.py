@@ -92,7 +92,10 @@ def normalised(config: EvalConfig) -> EvalConfig:
 def config_mismatch(found: EvalConfig, wanted: EvalConfig, what: str) -> InvalidArgumentError:
     """The one-line error that refuses to resume or merge runs of different configurations."""
     differences = "; ".join(normalised(found).differences(normalised(wanted)))
-    return InvalidArgumentError(f"{what} has another configuration ({differences})")
+    return InvalidArgumentError(
+        f"{what} has another configuration (recorded vs now: {differences}); "
+        "use the same options, or another --out"
+    )
 
 
 @dataclass
