@@ -308,9 +308,11 @@ def _print_table(report: EvaluationReport) -> None:
     norm = {"linf": "L-inf", "l2": "L2"}.get(config["norm"], config["norm"])
     model = config["model"].get("id", "model")
     data = config["data"].get("source", config["data"].get("kind", "data"))
+    cascade = ", ".join(stages)
+    if config.get("cascade") in ("standard", "fast"):
+        cascade = f"{config['cascade']} cascade ({cascade})"
     table = Table(
-        title=f"{shown(model)} on {shown(data)}: {evaluated} images, {norm}, "
-        f"{shown(config['cascade'])} cascade",
+        title=f"{shown(model)} on {shown(data)}: {evaluated} images, {norm}, {shown(cascade)}",
         title_justify="left",
     )
     table.add_column("budget" + (" (0-255 units)" if config["norm"] == "l2" else ""))
@@ -428,7 +430,9 @@ class _Display:
         if self.first is None:
             self.first = (p.done, p.seconds)
         left = self._left(p)
-        time_text = _duration(p.seconds) + ("" if left is None else f", ~{_duration(left)} left")
+        time_text = _duration(p.seconds)
+        if left is not None and p.done < p.total:
+            time_text += f", ~{_duration(left)} left"
         if self.tty:
             self.bar.update(
                 self.task,
@@ -439,8 +443,8 @@ class _Display:
                 stage=p.stage,
             )
             return
-        if p.stage:
-            return  # lines only between chunks
+        if p.stage or p.done == 0:
+            return  # lines only between chunks, once there is something to say
         if self.last_line is not None:
             done, when = self.last_line
             if p.done == done:

@@ -586,12 +586,13 @@ def _evaluation_title(summary: Mapping[str, Any]) -> str:
     data = config["data"]
     source = str(data.get("source", data.get("kind", "data")))
     norm = _NORM_NAMES.get(str(config["norm"]), str(config["norm"]))
-    stages = ", ".join(str(s["attack"]) for s in config["stages"])
+    cascade = ", ".join(str(s["attack"]) for s in config["stages"])
+    if config.get("cascade") in ("standard", "fast"):
+        cascade = f"{config['cascade']} cascade ({cascade})"
     seconds = float(summary.get("seconds", 0.0))
     return (
         f"{_short(model, 40)} on {_short(source, 40)} \u00b7 {summary['evaluated']} images "
-        f"\u00b7 {norm} \u00b7 {config.get('cascade', 'custom')} cascade ({stages}) "
-        f"\u00b7 {seconds:.0f} s"
+        f"\u00b7 {norm} \u00b7 {cascade} \u00b7 {seconds:.0f} s"
     )
 
 
