@@ -298,6 +298,8 @@ class Store:
             # whose configuration is the same is fine, as long as this shard's part is not
             # there yet and the shards were not merged already.
             earlier = self._earlier_config()
+            if earlier is not None and earlier.differences(config) and SUMMARY not in entries:
+                raise config_mismatch(earlier, config, f"cannot join the shards in '{self.out}'")
             refuse = (
                 any(not self._ours(e) for e in entries)
                 or SUMMARY in entries
