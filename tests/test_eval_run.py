@@ -164,8 +164,9 @@ def test_output_folder_layout(robust: Classifier, reference: Any, tmp_path: Path
     assert not [p for p in out.rglob(".*")]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(
-    robust: Classifier, reference: Any, tmp_path: Path
+    robust: Classifier, reference: Any, tmp_path: Path, signum: int
 ) -> None:
     out = tmp_path / "eval"
     process = run_script(tmp_path, "24", "8", str(out), "stall")
@@ -175,13 +176,16 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(
                 break
             time.sleep(0.1)
         assert (tmp_path / "stalled").exists(), "the run never reached its second chunk"
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(signum)
+        code = process.wait(timeout=60)
     finally:
         process.kill()
         process.wait()
+    assert code != 0
+    # Nothing half-written: no temporary, no summary, no figure.
+    assert sorted(p.name for p in out.rglob("*")) == ["config.json", "part-0-of-1.jsonl", "records"]
     part = out / "records" / "part-0-of-1.jsonl"
     assert [c.index for c in read_part(part).chunks] == [0, 1]
-    assert not (out / "summary.json").exists()
     # A kill in the middle of the next chunk's write leaves a torn line.
     with open(part, "ab") as file:
         file.write(b'{"position": 16, "id": "#16", "lab')
@@ -268,7 +272,7 @@ def test_resume_of_a_finished_run_changes_nothing(
 ) -> None:
     data, config = setup(robust)
     out = tmp_path / "eval"
-    run_evaluation(robust, data, config, out=out)
+    run_evaluation(robust, data, config, out=out, resume=True)  # nothing to resume: starts
     part = (out / "records" / "part-0-of-1.jsonl").read_bytes()
     report = run_evaluation(robust, data, config, out=out, resume=True)
     assert report.records == reference.records

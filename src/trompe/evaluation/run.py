@@ -52,8 +52,8 @@ def run_evaluation(
     A shard of a job array (``n`` > 1) writes its part only and returns the report of its own
     images; :func:`merge` makes the whole report once every shard is done. Under ``torchrun``
     the processes exchange their records at the end, so every rank returns the same report of
-    the whole data set, and rank 0 alone writes the summary and figure. The progress callback
-    sees the images of this process's shard.
+    the whole data set, and rank 0 alone writes the summary and figure (and calls ``progress``,
+    with the images of its own shard).
 
     Args:
         model: the classifier, on its device.
@@ -237,12 +237,14 @@ def _run_distributed(
         done: list[ChunkRecord] = []
         # Rank 0 clears or checks the folder before the others join it (a shared file system).
         if store is not None and env.rank == 0:
-            done = store.open(config, labels=labels, resume=resume, force=force)
+            done = store.open(config, labels=labels, resume=resume, force=force, whole=True)
         group.barrier()
         if store is not None and env.rank != 0:
-            done = store.open(config, labels=labels, resume=resume, force=False)
+            done = store.open(config, labels=labels, resume=resume, force=False, join=True)
+        # One progress display for the job: the first process's, on its own shard.
+        shown = progress if env.rank == 0 else None
         try:
-            mine = _run_shard(model, data, config, shard, store, done, save_adversarial, progress)
+            mine = _run_shard(model, data, config, shard, store, done, save_adversarial, shown)
         finally:
             if store is not None:
                 store.close()
