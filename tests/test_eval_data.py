@@ -190,6 +190,9 @@ def test_corrupt_image_skipped_and_listed_or_strict_error(
     assert all(reason and "\n" not in reason for _, _, reason in skipped)
     chunk = data.chunk(0, 4)  # positions 0..3: 0/img0, 0/img1, 1/bad, 1/empty
     assert len(chunk) == 2 and len(chunk.skipped) == 2
+    nothing = data.chunk(1, 2)  # positions 2, 3: both unreadable
+    assert nothing.images.shape == (0, 3, 8, 8) and nothing.labels.shape == (0,)
+    assert [p for p, _, _ in nothing.skipped] == [2, 3]
     with pytest.raises(ImageError) as error:
         load_data(root, robust, strict=True)
     one_line(error, "bad.png")
@@ -244,6 +247,7 @@ def test_subset_deterministic_spread_and_nested(tmp_path: Path, robust: Classifi
     assert smaller.description["n"] == 7 and smaller.description["total"] == 50
     everything = load_data(root, robust, n=10_000)
     assert len(everything) == 50 and everything.description["total"] == 50
+    assert everything.description["requested_n"] == 10_000
     for bad in (0, -3, True, 2.5):
         with pytest.raises(InvalidArgumentError) as error:
             load_data(root, robust, n=bad)  # type: ignore[arg-type]
@@ -454,7 +458,7 @@ def test_dataset_corrupt_item_skipped(robust: Classifier) -> None:
 
 
 def test_dataloaders(robust: Classifier) -> None:
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8, generator=generator)
@@ -471,9 +475,21 @@ def test_dataloaders(robust: Classifier) -> None:
     held = load_data(collated, robust)
     assert torch.equal(held.chunk(0, 10).images, direct)
     assert held.labels.tolist() == labels.tolist()
+    single = load_data(DataLoader(TensorDataset(images, labels), batch_size=None), robust)
+    assert torch.equal(single.chunk(0, 10).images, direct)
+    dropped = load_data(
+        DataLoader(TensorDataset(images, labels), batch_size=4, drop_last=True), robust
+    )
+    assert dropped.labels.tolist() == list(range(8))
     with pytest.raises(InvalidArgumentError) as error:
         load_data(DataLoader(TensorDataset(images, labels), shuffle=True), robust)
     one_line(error, "shuffle")
+    sharded = DistributedSampler(
+        TensorDataset(images, labels), num_replicas=2, rank=0, shuffle=False
+    )
+    with pytest.raises(InvalidArgumentError) as error:
+        load_data(DataLoader(TensorDataset(images, labels), sampler=sharded), robust)
+    one_line(error, "DistributedSampler")
 
 
 def test_other_sources_refused(robust: Classifier) -> None:

@@ -42,6 +42,12 @@ the 2nd of each...), and evaluated in their listing order. A class with fewer im
 and the others fill in. A larger ``n`` picks a superset of a smaller one. ``n`` at least the
 size of the data set takes all of it (``description["total"]`` equals ``description["n"]``).
 
+Every image is brought to the model's input size by the model's own evaluation transform
+(:func:`trompe.images.center_crop_resize` with its ``crop_fraction`` and ``interpolation``; an
+image already at the input size is kept as it is, as :class:`~trompe.Classifier` does) and then
+rounded to the 8-bit grid, so that what is attacked is what an 8-bit file holds. For a model
+without an input size, images keep their size, and the images of one chunk must share it.
+
 Ids: file paths relative to the folder or manifest (``"tabby/a.jpg"``), ``"#<index>"`` for
 tensors and datasets (the index in the source, before any subset), ``"digits#<index>"`` and
 ``"foolbox:imagenet#<index>"`` for the built-ins.
@@ -224,10 +230,11 @@ class EvalData:
         labels: (N,) the true classes, as indices of the model's classes.
         description: JSON-ready: ``kind`` (``"folder"``, ``"manifest"``, ``"builtin"``,
             ``"tensors"``, ``"dataset"``, ``"dataloader"``), ``source`` (the path or name, as
-            given), ``n`` (images to evaluate), ``total`` (images listed before the subset of
-            ``n``), ``classes`` (distinct true classes among the ``n``), ``skipped`` (entries
-            refused when listed) and ``fingerprint``: a SHA-256 over ids and labels, so that a
-            resume or a merge on other data is refused.
+            given), ``n`` (images to evaluate), ``total`` (images listed before the subset),
+            ``requested_n`` (the ``n`` asked for, or ``None``), ``classes`` (distinct true
+            classes among the ``n``), ``skipped`` (entries refused when listed) and
+            ``fingerprint``: a SHA-256 over ids and labels, so that a resume or a merge on
+            other data is refused.
         skipped: (id, reason) of entries refused when the data set was listed (not in ``ids``):
             images lying outside every class folder.
     """
@@ -413,6 +420,7 @@ def load_data(
         "source": listing.source,
         "n": len(ids),
         "total": total,
+        "requested_n": n,
         "classes": len(set(labels.tolist())),
         "skipped": len(listing.skipped),
         "fingerprint": _fingerprint(ids, labels.tolist()),
@@ -538,7 +546,7 @@ def _class_of(value: Any, model: Classifier, where: str) -> int:
 
 
 def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _list_folder(root: Path, shown: str, model: Classifier, max_pixels: int) -> _Listing:
@@ -568,10 +576,8 @@ def _list_folder(root: Path, shown: str, model: Classifier, max_pixels: int) -> 
         label = _class_of(folder.name, model, f"class folder '{folder.name}' in '{shown}'")
         for top, dirs, files in os.walk(folder.path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in files:
-                if _is_image_name(name):
-                    relative = os.path.relpath(os.path.join(top, name), root)
-                    found_items.append((Path(relative).as_posix(), label))
+            prefix = Path(os.path.relpath(top, root)).as_posix() + "/"
+            found_items.extend((prefix + name, label) for name in files if _is_image_name(name))
     if not found_items:
         raise InvalidArgumentError(
             f"no images in the class folders of '{shown}' ({len(folders)} folders; trompe reads "
@@ -866,20 +872,32 @@ def _sized(value: Any) -> int | None:
 
 
 def _list_loader(loader: Any, model: Classifier, max_pixels: int) -> _Listing:
-    from torch.utils.data import IterableDataset, RandomSampler, SequentialSampler
+    from torch.utils.data import (
+        DistributedSampler,
+        IterableDataset,
+        RandomSampler,
+        SequentialSampler,
+    )
     from torch.utils.data._utils.collate import default_collate
 
     sampler = getattr(loader, "sampler", None)
     shown = f"DataLoader({type(loader.dataset).__name__})"
-    if isinstance(sampler, RandomSampler):
+    if isinstance(sampler, RandomSampler) or getattr(sampler, "shuffle", False) is True:
         raise InvalidArgumentError(
             "a DataLoader that shuffles has no stable order to evaluate, resume or shard by; "
             "pass shuffle=False, or its dataset"
+        )
+    if isinstance(sampler, DistributedSampler):
+        raise InvalidArgumentError(
+            "a DataLoader with a DistributedSampler holds one process's part of the data; pass "
+            "the whole dataset: the evaluation shards it itself (torchrun or shard=(i, n))"
         )
     collate: Callable[..., Any] | None = getattr(loader, "collate_fn", None)
     if (
         isinstance(sampler, SequentialSampler)
         and not isinstance(loader.dataset, IterableDataset)
+        and loader.batch_size is not None
+        and not loader.drop_last
         and collate is default_collate
     ):
         return _list_dataset(loader.dataset, "dataloader", shown, model, max_pixels)
@@ -893,6 +911,8 @@ def _list_loader(loader: Any, model: Classifier, max_pixels: int) -> _Listing:
                 f"batch {number} of the DataLoader holds images of type "
                 f"{type(images).__name__}; expected a tensor (B, 3, H, W)"
             )
+        if loader.batch_size is None:  # no batching: one (image, label) item at a time
+            images, labels = images.unsqueeze(0), [labels]
         batches_images.append(images.detach().cpu())
         batches_labels.extend(_label_list(labels, len(images)))
     if not batches_images:
