@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trompe.errors import ImageError, InvalidArgumentError, TrompeError
+from trompe.errors import ImageError, InvalidArgumentError, MissingDependencyError, TrompeError
 from trompe.evaluation.data import EvalData, load_data
 from trompe.images import center_crop_resize, load_image, quantize
 from trompe.models import Classifier, load_model
@@ -385,6 +385,25 @@ def test_unknown_builtin(robust: Classifier) -> None:
     with pytest.raises(InvalidArgumentError) as error:
         load_data("foolbox:svhn", robust)
     one_line(error, "foolbox:svhn", "digits", "foolbox:imagenet")
+    assert load_data("foolbox:FashionMnist", robust).description["source"] == (
+        "foolbox:fashionMNIST"
+    )
+
+
+def test_foolbox_missing_names_the_install(
+    robust: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def without_foolbox(name: str, package: str | None = None) -> object:
+        return None if name == "foolbox" else real(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_foolbox)
+    with pytest.raises(MissingDependencyError) as error:
+        load_data("foolbox:mnist", robust)
+    one_line(error, "pip install foolbox")
 
 
 # -- tensors, datasets, loaders ----------------------------------------------------------------
@@ -455,6 +474,17 @@ def test_dataset_corrupt_item_skipped(robust: Classifier) -> None:
     chunk = data.chunk(0, 6)
     assert chunk.positions == (0, 1, 3, 4, 5)
     assert chunk.skipped[0][:2] == (2, "#2")
+
+
+def test_dataset_unreadable_item_without_targets(robust: Classifier) -> None:
+    data = load_data(_Pairs(pil=False, broken=4), robust)
+    assert data.ids == ("#0", "#1", "#2", "#3", "#5")
+    assert data.labels.tolist() == [0, 1, 2, 3, 5]
+    assert data.skipped == (("#4", "image file is truncated"),)
+    assert data.chunk(1, 3).ids == ("#3", "#5")
+    with pytest.raises(ImageError) as error:
+        load_data(_Pairs(pil=False, broken=4), robust, strict=True)
+    one_line(error, "item 4")
 
 
 def test_dataloaders(robust: Classifier) -> None:

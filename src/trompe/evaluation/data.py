@@ -236,7 +236,8 @@ class EvalData:
             ``fingerprint``: a SHA-256 over ids and labels, so that a resume or a merge on
             other data is refused.
         skipped: (id, reason) of entries refused when the data set was listed (not in ``ids``):
-            images lying outside every class folder.
+            images lying outside every class folder, dataset items that could not be read to
+            learn their label.
     """
 
     ids: tuple[str, ...]
@@ -397,7 +398,7 @@ def load_data(
             f"load_data needs the Classifier to evaluate, got {type(model).__name__}"
         )
 
-    listing = _list(source, model, max_pixels)
+    listing = _list(source, model, max_pixels, strict)
     if not listing.ids:
         raise InvalidArgumentError(f"the data set {listing.source} holds no images")
     total = len(listing.ids)
@@ -465,9 +466,10 @@ def _subset(ids: Sequence[str], labels: Sequence[int], n: int) -> list[int]:
     return sorted(chosen)
 
 
-def _list(source: Any, model: Classifier, max_pixels: int) -> _Listing:
-    if isinstance(source, str) and source in BUILTINS:
-        return _list_builtin(source, model, max_pixels)
+def _list(source: Any, model: Classifier, max_pixels: int, strict: bool) -> _Listing:
+    builtins = {name.lower(): name for name in BUILTINS}
+    if isinstance(source, str) and source.lower() in builtins:
+        return _list_builtin(builtins[source.lower()], model, max_pixels)
     if isinstance(source, str) and source.lower().startswith("foolbox:"):
         raise InvalidArgumentError(
             f"unknown built-in data set {source!r}; the built-ins are {', '.join(BUILTINS)}"
@@ -479,14 +481,14 @@ def _list(source: Any, model: Classifier, max_pixels: int) -> _Listing:
     from torch.utils.data import DataLoader, Dataset, IterableDataset
 
     if isinstance(source, DataLoader):
-        return _list_loader(source, model, max_pixels)
+        return _list_loader(source, model, max_pixels, strict)
     if isinstance(source, IterableDataset):
         raise InvalidArgumentError(
             "an IterableDataset has no positions to read chunks by; wrap it in a DataLoader "
             "(iterated once, held in memory) or pass a map-style Dataset"
         )
     if isinstance(source, Dataset):
-        return _list_dataset(source, "dataset", type(source).__name__, model, max_pixels)
+        return _list_dataset(source, "dataset", type(source).__name__, model, max_pixels, strict)
     raise InvalidArgumentError(
         "the data to evaluate on is a folder, a .csv or .jsonl manifest, a built-in name "
         f"({', '.join(BUILTINS)}), a pair (images, labels), a Dataset or a DataLoader; "
@@ -838,7 +840,7 @@ def _label_list(labels: Any, count: int) -> list[Any]:
 
 
 def _list_dataset(
-    dataset: Any, kind: str, shown: str, model: Classifier, max_pixels: int
+    dataset: Any, kind: str, shown: str, model: Classifier, max_pixels: int, strict: bool
 ) -> _Listing:
     try:
         size = len(dataset)
@@ -847,20 +849,36 @@ def _list_dataset(
             f"the dataset {shown} has no length; give a map-style Dataset with __len__"
         ) from None
     targets = getattr(dataset, "targets", None)
+    keys: list[int] = list(range(size))
     values: list[Any]
+    skipped: list[tuple[str, str]] = []
     if targets is not None and not isinstance(targets, str) and _sized(targets) == size:
         values = list(targets.tolist() if isinstance(targets, torch.Tensor) else targets)
     else:
-        # No label list: read every item once (images included) to learn the labels.
-        values = [_split_item(dataset[i], i)[1] for i in range(size)]
-    classes = [_class_of(v, model, f"dataset item {i}") for i, v in enumerate(values)]
+        # No label list: read every item once (images included) to learn the labels; an item
+        # that cannot be read has no label, and is left out (listed in EvalData.skipped).
+        values, keys = [], []
+        for i in range(size):
+            try:
+                item = dataset[i]
+            except TrompeError:
+                raise
+            except OSError as error:
+                if strict:
+                    raise ImageError(f"item {i} cannot be read: {short_reason(error)}") from None
+                skipped.append((f"#{i}", short_reason(error)))
+                continue
+            values.append(_split_item(item, i)[1])
+            keys.append(i)
+    classes = [_class_of(v, model, f"dataset item {k}") for k, v in zip(keys, values, strict=True)]
     return _Listing(
         kind=kind,
         source=shown,
-        ids=[f"#{i}" for i in range(size)],
+        ids=[f"#{k}" for k in keys],
         labels=classes,
         reader=_DatasetReader(dataset, max_pixels),
-        keys=list(range(size)),
+        keys=keys,
+        skipped=skipped,
     )
 
 
@@ -871,7 +889,7 @@ def _sized(value: Any) -> int | None:
         return None
 
 
-def _list_loader(loader: Any, model: Classifier, max_pixels: int) -> _Listing:
+def _list_loader(loader: Any, model: Classifier, max_pixels: int, strict: bool) -> _Listing:
     from torch.utils.data import (
         DistributedSampler,
         IterableDataset,
@@ -900,7 +918,7 @@ def _list_loader(loader: Any, model: Classifier, max_pixels: int) -> _Listing:
         and not loader.drop_last
         and collate is default_collate
     ):
-        return _list_dataset(loader.dataset, "dataloader", shown, model, max_pixels)
+        return _list_dataset(loader.dataset, "dataloader", shown, model, max_pixels, strict)
     logger.info("reading all of %s once, into memory", shown)
     batches_images: list[torch.Tensor] = []
     batches_labels: list[Any] = []
