@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -372,7 +373,9 @@ def test_builtin_foolbox_imagenet(imagenet_clf: Classifier) -> None:
 
 
 def test_builtin_foolbox_grey_and_label_range(robust: Classifier) -> None:
+    imported = "foolbox" in sys.modules
     data = load_data("foolbox:mnist", robust)
+    assert ("foolbox" in sys.modules) == imported  # files read by path, foolbox not imported
     chunk = data.chunk(0, 20)
     assert chunk.images.shape == (20, 3, 8, 8)
     assert torch.equal(chunk.images[:, 0], chunk.images[:, 2])  # grey made RGB

@@ -11,8 +11,11 @@ Sources:
   ``val/tabby/a.jpg``. A subfolder is named by a class index, or by a class name or synonym of the
   model's labels (``trompe labels --model NAME QUERY`` finds them). Images may sit deeper inside a
   class folder. Files are taken in sorted order of their paths; files whose extension is not an
-  image's (:data:`IMAGE_EXTENSIONS`) and hidden files and folders are ignored; images lying
-  directly in the folder, outside every class folder, are listed in :attr:`EvalData.skipped`.
+  image's (:data:`IMAGE_EXTENSIONS`) and hidden files and folders are ignored, and links to
+  folders inside a class folder are not followed; images lying directly in the folder, outside
+  every class folder, are listed in :attr:`EvalData.skipped`. A file that turns out unreadable
+  when its chunk is read is listed in :attr:`~trompe.evaluation.Chunk.skipped` (with ``strict``,
+  every image is read once when listed, and an unreadable one is an error).
 - **a manifest**, ``.csv`` with a header row ``path,label`` or ``.jsonl`` with one
   ``{"path": ..., "label": ...}`` object a line. A label is a class index or a class name. Paths
   are relative to the manifest's folder and may not leave it: absolute paths, ``..`` that climbs
