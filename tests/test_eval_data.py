@@ -126,7 +126,7 @@ def test_folder_unknown_or_ambiguous_class_name(tmp_path: Path, imagenet_clf: Cl
     write_image(tmp_path / "v" / "crane" / "a.png")
     with pytest.raises(InvalidArgumentError) as error:
         load_data(tmp_path / "v", imagenet_clf)
-    one_line(error, "class folder 'crane'", "ambiguous", "134", "517")
+    one_line(error, "class folder 'crane'", "ambiguous", "134", "517", "name the folder by")
     os.rename(tmp_path / "v" / "crane", tmp_path / "v" / "lemmon")
     with pytest.raises(InvalidArgumentError) as error:
         load_data(tmp_path / "v", imagenet_clf)

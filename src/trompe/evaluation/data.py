@@ -517,7 +517,7 @@ def _list_path(path: Path, shown: str, model: Classifier, max_pixels: int) -> _L
 # -- classes -----------------------------------------------------------------------------------
 
 
-def _class_of(value: Any, model: Classifier, where: str) -> int:
+def _class_of(value: Any, model: Classifier, where: str, instead: str = "") -> int:
     """The model's class index for a label given as an index or a name; one-line errors."""
     labels: Labels = model.labels
     count = len(labels)
@@ -539,6 +539,8 @@ def _class_of(value: Any, model: Classifier, where: str) -> int:
             return labels.index(value)
         except TrompeError as error:
             message = f"{where}: {error}"
+            if instead:
+                message = message.replace("pass the index instead", instead)
             if "trompe labels" not in message and model.source != "custom":
                 message += f"; see `trompe labels --model {model.name} {shlex.quote(value)}`"
             raise InvalidArgumentError(message) from None
@@ -578,7 +580,12 @@ def _list_folder(root: Path, shown: str, model: Classifier, max_pixels: int) -> 
         )
     found_items: list[tuple[str, int]] = []
     for folder in folders:
-        label = _class_of(folder.name, model, f"class folder '{folder.name}' in '{shown}'")
+        label = _class_of(
+            folder.name,
+            model,
+            f"class folder '{folder.name}' in '{shown}'",
+            "name the folder by the class index instead",
+        )
         for top, dirs, files in os.walk(folder.path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             prefix = Path(os.path.relpath(top, root)).as_posix() + "/"
