@@ -70,6 +70,8 @@ def test_folder_by_index_lists_sorted_and_reads_chunks(tmp_path: Path, robust: C
     root = digit_folder(tmp_path / "val")
     (root / "3" / "notes.txt").write_text("not an image")
     (root / ".hidden").mkdir()
+    write_image(root / ".hidden" / "x.png")
+    write_image(root / "9" / ".x.png")
     data = load_data(root, robust)
     assert len(data) == 20
     assert list(data.ids) == sorted(data.ids)
@@ -477,6 +479,16 @@ def test_dataset_corrupt_item_skipped(robust: Classifier) -> None:
     chunk = data.chunk(0, 6)
     assert chunk.positions == (0, 1, 3, 4, 5)
     assert chunk.skipped[0][:2] == (2, "#2")
+
+
+def test_subset_of_a_dataset_with_targets(robust: Classifier) -> None:
+    dataset = _Pairs(pil=False)
+    dataset.targets = [9, 8, 7, 6, 5, 4]  # not what the items say: proves targets are used
+    data = load_data(torch.utils.data.Subset(dataset, [5, 1]), robust)
+    assert data.labels.tolist() == [4, 8]
+    assert torch.equal(
+        data.chunk(0, 2).images, load_data(dataset, robust).chunk(0, 6).images[[5, 1]]
+    )
 
 
 def test_dataset_unreadable_item_without_targets(robust: Classifier) -> None:

@@ -30,8 +30,8 @@ Sources:
   float in [0, 1], labels (N,) class indices (or class names).
 - **a Dataset** (map-style) of ``(image, label)`` items, the image a tensor (3, H, W) or
   (1, H, W), a PIL image or a numpy array. Labels are taken from its ``targets`` attribute when it
-  has one of the right length (torchvision's datasets do), else by reading every item once when
-  the data set is listed. Images are read per chunk.
+  has one of the right length (torchvision's datasets do; a ``Subset`` of one too), else by
+  reading every item once when the data set is listed. Images are read per chunk.
 - **a DataLoader**: one that shuffles has no stable order and is refused (pass
   ``shuffle=False``, or its dataset). One over a map-style dataset with the sequential sampler and
   the default collate function is read through its dataset, per chunk, as a Dataset is. Any
@@ -858,7 +858,7 @@ def _list_dataset(
         raise InvalidArgumentError(
             f"the dataset {shown} has no length; give a map-style Dataset with __len__"
         ) from None
-    targets = getattr(dataset, "targets", None)
+    targets = _targets(dataset)
     keys: list[int] = list(range(size))
     values: list[Any]
     skipped: list[tuple[str, str]] = []
@@ -890,6 +890,18 @@ def _list_dataset(
         keys=keys,
         skipped=skipped,
     )
+
+
+def _targets(dataset: Any) -> Any:
+    """The dataset's label list: its ``targets``, or a ``Subset``'s share of its dataset's."""
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        inner = _targets(dataset.dataset)
+        if inner is None or isinstance(inner, str) or _sized(inner) != _sized(dataset.dataset):
+            return None
+        return [inner[int(i)] for i in dataset.indices]
+    return getattr(dataset, "targets", None)
 
 
 def _sized(value: Any) -> int | None:
