@@ -336,3 +336,15 @@ def test_from_records_is_silent_on_clean_records() -> None:
     cfg = config(Stage("apgd-ce"), Stage("square"), precision="bf16")
     assert checks.from_records(records(100), cfg) == []
     assert checks.from_records([], cfg) == []
+
+
+def test_probe_does_not_call_non_finite_logits_random(robust: Classifier, batch: Batch) -> None:
+    class Broken(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = robust(x).clone()
+            out[::2, 3] = float("nan")
+            out[1::2, 4] = float("inf")
+            return out
+
+    found = checks.probe_model(Classifier(Broken(), name="broken"), *batch, config())
+    assert "randomized-outputs" not in codes(found)
