@@ -348,3 +348,20 @@ def test_probe_does_not_call_non_finite_logits_random(robust: Classifier, batch:
 
     found = checks.probe_model(Classifier(Broken(), name="broken"), *batch, config())
     assert "randomized-outputs" not in codes(found)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_large_budget_check_in_both_norms(robust: Classifier, batch: Batch, norm: str) -> None:
+    images, labels = batch
+    eps = EPS if norm == "linf" else 1.0
+    cfg = config(Stage("apgd-ce", {"steps": 10}), eps=(eps,), norm=norm)
+    rows = [record(i, int(y), robust=True, eps=eps) for i, y in enumerate(labels.tolist())]
+    found = checks.stress(quantising(robust), images, labels, rows, cfg)
+    well_formed(found)
+    assert "large-budget-not-broken" in codes(found)
+    large = found[codes(found).index("large-budget-not-broken")].details["eps"]
+    # Within that budget of every image lies the uniform image of level 128.
+    grey = torch.full_like(images, 128 / 255)
+    change = (grey - images).flatten(1)
+    reach = change.abs().amax(dim=1) if norm == "linf" else change.norm(dim=1)
+    assert bool((reach <= large + 1e-6).all())
