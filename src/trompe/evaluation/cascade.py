@@ -170,12 +170,16 @@ def _create(
     options: Mapping[str, Any],
     num_classes: int,
 ) -> Any:
-    """The attack of a stage at a budget: minimum-norm attacks get no budget; ``targets`` is
-    clamped to the classes the model has besides the true one."""
+    """The attack of a stage at a budget: minimum-norm attacks get no budget (those with a
+    ``stop_at`` option get it as that); ``targets`` is clamped to the classes the model has
+    besides the true one."""
     options = dict(options)
     if "targets" in options and isinstance(options["targets"], int):
         options["targets"] = max(1, min(options["targets"], num_classes - 1))
     if info.minimum_norm:
+        if "stop_at" not in options and any(o.name == "stop_at" for o in info.options()):
+            # FAB-T: no further target for an image once it has a success within the budget.
+            options["stop_at"] = eps
         return info.create(norm=norm, seed=seed, **options)  # type: ignore[arg-type]
     return info.create(eps=eps, norm=norm, seed=seed, **options)  # type: ignore[arg-type]
 
