@@ -7,6 +7,7 @@ run to seconds; the cascades themselves are tested in the evaluation's own tests
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,39 @@ def test_shards_merge_into_the_single_run(
     for mine, theirs in zip(data["budgets"], reference["budgets"], strict=True):
         assert mine["robust"] == theirs["robust"] and mine["broken_by"] == theirs["broken_by"]
     assert (out / "figure.png").read_bytes().startswith(PNG)
+
+
+def test_torchrun_runs_the_command_and_rank_0_speaks(
+    done: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    from test_eval_distributed import free_loopback_port, loopback_only
+
+    single, first = done
+    assert first.returncode == 0, first.stderr
+    out = tmp_path / "torchrun"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+        "--master-addr", "127.0.0.1", "--master-port", str(free_loopback_port()),
+        "-m", "trompe", *CHEAP[:5], "--images", "40", *CHEAP[7:],
+        "--eps", "16,32", "--out", str(out), "--json",
+    ]  # fmt: skip
+    assert CHEAP[5] == "--n"  # replaced: torchrun reads --n as its own --nnodes, --nproc...
+    environ = {**os.environ, "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
+    result = subprocess.run(
+        loopback_only(command), env=environ, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)  # one summary: rank 0 alone prints
+    reference = json.loads((single / "summary.json").read_text())
+    assert data["fingerprint"] == reference["fingerprint"]  # the same configuration
+    for key in ("evaluated", "correct", "clean_accuracy", "per_class", "warnings"):
+        assert data[key] == reference[key], key
+    for mine, theirs in zip(data["budgets"], reference["budgets"], strict=True):
+        assert mine["robust"] == theirs["robust"] and mine["broken_by"] == theirs["broken_by"]
+    assert sorted(p.name for p in (out / "records").iterdir()) == [
+        "part-0-of-2.jsonl",
+        "part-1-of-2.jsonl",
+    ]
 
 
 # -- bad input: one line, the exit code the README gives, nothing on stdout ---------------------

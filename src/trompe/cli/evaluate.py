@@ -43,7 +43,7 @@ _EPILOG = """examples:
   trompe evaluate ... --out eval/ --resume                           continue an interrupted run
   trompe evaluate ... --out eval/ --shard 0/4    (and 1/4, 2/4, 3/4), then:
   trompe evaluate --merge eval/                                      one summary of all shards
-  torchrun --nproc-per-node 4 -m trompe evaluate ...                 data-parallel, one result
+  torchrun --nproc-per-node 4 -m trompe evaluate ... --images 1000   data-parallel, one result
 data: a folder of class subfolders (named by index or class name), a .csv/.jsonl manifest of
 path,label rows, or a built-in: digits, foolbox:imagenet, foolbox:cifar10, foolbox:mnist, ...
 exit code 0 whatever the robust accuracy; see docs/evaluate.md for the cascade and the checks
@@ -103,7 +103,13 @@ def add_evaluate(verbs: Verbs, common: Parser) -> None:
         "attack names in order: apgd-ce,square",
     )
     parser.add_argument(
-        "--n", type=positive_int, help="evaluate this many images (a fixed subset over classes)"
+        "--n",
+        "--images",
+        dest="n",
+        type=positive_int,
+        metavar="N",
+        help="evaluate N images (a fixed subset spread over the classes); under torchrun write "
+        "--images N (torchrun reads --n as an abbreviation of its own options)",
     )
     parser.add_argument(
         "--batch-size",
@@ -454,6 +460,9 @@ class _Display:
                 return
         self.last_line = (p.done, time.monotonic())
         line = f"trompe: {p.done}/{p.total} images"
+        world = os.environ.get("WORLD_SIZE", "1")
+        if world not in ("", "1"):
+            line += f" of rank {_rank()}'s shard ({world} processes)"
         accuracy = self._accuracy(p)
         if accuracy:
             line += f", {accuracy}"
