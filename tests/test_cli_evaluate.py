@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -130,6 +132,36 @@ def test_a_resume_with_other_budgets_names_the_difference(
     assert first.returncode == 0, first.stderr
     line = one_line_error(evaluate(out, "--resume", eps="8,32"), 2, "eps")
     assert "8/255" in line or str(8 / 255)[:6] in line
+
+
+def test_ctrl_c_exits_130_and_resume_finishes_with_the_same_numbers(
+    done: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    single, first = done
+    assert first.returncode == 0, first.stderr
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "trompe", *CHEAP, "--eps", "16,32", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    part = out / "records" / "part-0-of-1.jsonl"
+    deadline = time.monotonic() + 240
+    # Interrupt once the first of the two chunks is recorded, while the second runs.
+    while process.poll() is None and time.monotonic() < deadline:
+        if part.exists() and '"done": 0' in part.read_text():
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "trompe: interrupted" and stdout == ""
+    assert not (out / "summary.json").exists()
+    assert {r["chunk"] for r in records(out)} == {0}  # the finished chunk is kept
+    resumed = evaluate(out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    mine = json.loads((out / "summary.json").read_text())
+    reference = json.loads((single / "summary.json").read_text())
+    for key in ("fingerprint", "evaluated", "correct", "budgets", "per_class", "warnings"):
+        assert mine[key] == reference[key], key
 
 
 def test_shards_merge_into_the_single_run(
