@@ -295,3 +295,69 @@ def test_resolve_refuses(
     with pytest.raises(error, match=words) as caught:
         resolve_cascade(attacks, norm)
     assert "\n" not in str(caught.value)
+
+
+class _WrongUnderAutocast(torch.nn.Module):
+    """A model that turns its logits upside down under autocast: every attack run in reduced
+    precision "succeeds" at once, and only the float32 re-check can tell."""
+
+    def __init__(self, model: Classifier) -> None:
+        super().__init__()
+        self.inner = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.inner(images)
+        return -logits if torch.is_autocast_enabled(images.device.type) else logits
+
+
+def test_reduced_precision_successes_are_rejected_by_the_float32_check(
+    robust: Classifier, chunk: Chunk
+) -> None:
+    tricky = Classifier(_WrongUnderAutocast(robust), name="tricky")
+    stages = (Stage("apgd-ce", {"steps": 5}), Stage("fab-t", {"steps": 5, "targets": 2}))
+    records = run_chunk(tricky, chunk, _config(stages, eps=(8 / 255,), precision="bf16")).records
+    for record in records:
+        b = record.budgets[0]
+        if record.correct:
+            # The attacks ran under autocast and claimed every image; none was confirmed.
+            assert b.robust and b.rejected == 2 and b.prediction == record.label
+        else:
+            assert b.broken_by == "clean" and b.rejected == 0
+    fp32 = run_chunk(tricky, chunk, _config(stages, eps=(8 / 255,))).records
+    assert all(r.budgets[0].rejected == 0 for r in fp32)
+
+
+def test_fab_t_runs_once_per_image_across_budgets(robust: Classifier) -> None:
+    data = load_digits()
+    small = _chunk(data.test_images[:16], data.test_labels[:16], index=1)
+    stages = (Stage("fab-t", {"steps": 10, "targets": 2}),)
+    eps = (24 / 255, 64 / 255)
+    records = run_chunk(robust, small, _config(stages, eps=eps, seed=9)).records
+    # By hand: FAB-T with AutoAttack's stop at the first budget, seeded for it.
+    attack = get_attack("fab-t").create(
+        norm="linf", seed=chunk_seed(9, 1, 0, 0), steps=10, targets=2, stop_at=24 / 255
+    )
+    right = [r.correct for r in records]
+    index = torch.tensor([i for i, ok in enumerate(right) if ok])
+    result = attack(robust, small.images[index], Untargeted(small.labels[index]))
+    size = {int(i): float(result.norms.linf[j]) for j, i in enumerate(index)}
+    success = {int(i): bool(result.success[j]) for j, i in enumerate(index)}
+    for i, record in enumerate(records):
+        if not record.correct:
+            continue
+        first, second = record.budgets
+        spent = int(result.forwards[(index == i).nonzero()[0, 0]])
+        # The cascade re-predicts a change it had to project into the budget (one forward).
+        assert first.forwards == spent + (size[i] > eps[0] * 255 + 1e-6)
+        for b, budget in zip(record.budgets, eps, strict=True):
+            within = success[i] and size[i] <= budget * 255 + 1e-6
+            # A FAB-T change larger than the budget, projected into it, may still fool the
+            # model; one within it always does.
+            if within:
+                assert not b.robust and b.broken_by == "fab-t"
+        if first.robust:
+            # Not run again at the larger budget: its result is projected into it and, if
+            # that changed it, re-predicted (one forward pass).
+            assert second.gradients == 0
+            assert second.forwards == (size[i] > eps[1] * 255 + 1e-6)
+    assert any(r.budgets[0].robust and not r.budgets[1].robust for r in records)

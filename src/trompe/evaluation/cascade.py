@@ -283,6 +283,7 @@ class _Cached:
     have: torch.Tensor  # (b,) bool, on the CPU
     adversarial: torch.Tensor  # (b, 3, H, W)
     success: torch.Tensor  # (b,) bool, on the CPU
+    predicted: torch.Tensor  # (b,) long, on the CPU: the attack's float32 class of it
 
 
 def run_chunk(
@@ -380,7 +381,7 @@ def run_chunk(
                 result: AttackResult = attack(attacked, originals, Untargeted(labels[index]))
                 found = result.adversarial.to(device)
                 success = result.success
-                spent = (result.forwards, result.gradients, result.probs_after)
+                spent = (result.forwards, result.gradients, result.probs_after.argmax(dim=1))
             candidates = budget.into(found, originals)
             unchanged = (candidates == found).flatten(1).all(dim=1).cpu()
             claimed = success.cpu() & unchanged
@@ -493,17 +494,18 @@ def _recheck(
     model: Classifier,
     candidates: torch.Tensor,
     unchanged: torch.Tensor,
-    probs_after: torch.Tensor | None,
+    predicted: torch.Tensor,
     reuse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The float32 class of each candidate, and the forward passes that took per image.
 
     Where ``reuse`` holds (the attack ran in float32) and projection and rounding left the
-    attack's own output unchanged, the attack's float32 prediction of that very image stands.
+    attack's own output unchanged, the attack's float32 prediction ``predicted`` of that very
+    image stands.
     """
     extra = torch.zeros(len(candidates), dtype=torch.long)
-    if reuse and probs_after is not None:
-        after = probs_after.argmax(dim=1).to(candidates.device)
+    if reuse:
+        after = predicted.to(candidates.device).clone()
         need = (~unchanged).nonzero().squeeze(1)
     else:
         after = torch.zeros(len(candidates), dtype=torch.long, device=candidates.device)
@@ -527,9 +529,10 @@ def _minimum_norm_stage(
     chunk: Chunk,
     k: int,
     num_classes: int,
-) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Run a minimum-norm stage on the images of ``index`` that it has not seen in this chunk,
-    and return its result for all of them: (adversarial, success, (forwards, gradients, None)).
+    and return its result for all of them: (adversarial, success, (forwards, gradients,
+    the attack's float32 classes)).
 
     Its result depends on no budget, so each image is attacked once (at the smallest budget
     where it reaches the stage); reused results cost nothing at the larger budgets.
@@ -540,6 +543,7 @@ def _minimum_norm_stage(
             torch.zeros(len(images), dtype=torch.bool),
             images.clone(),
             torch.zeros(len(images), dtype=torch.bool),
+            torch.zeros(len(images), dtype=torch.long),
         )
         cached[s] = memory
     cpu = index.cpu()
@@ -561,6 +565,11 @@ def _minimum_norm_stage(
         memory.have[run_cpu] = True
         memory.adversarial[run] = result.adversarial.to(images.device)
         memory.success[run_cpu] = result.success
+        memory.predicted[run_cpu] = result.probs_after.argmax(dim=1)
         forwards[fresh] = result.forwards
         gradients[fresh] = result.gradients
-    return memory.adversarial[index], memory.success[cpu], (forwards, gradients, None)
+    return (
+        memory.adversarial[index],
+        memory.success[cpu],
+        (forwards, gradients, memory.predicted[cpu]),
+    )
