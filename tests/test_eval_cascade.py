@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 
 import trompe
 from trompe.attacks import Untargeted, get_attack
-from trompe.errors import InvalidArgumentError, UnknownAttackError
+from trompe.errors import GradientMaskingWarning, InvalidArgumentError, UnknownAttackError
 from trompe.evaluation._types import Chunk, EvalConfig, ImageRecord, Stage, chunk_seed
 from trompe.evaluation.cascade import CASCADES, resolve_cascade, run_chunk
 from trompe.models import Classifier
@@ -361,3 +362,26 @@ def test_fab_t_runs_once_per_image_across_budgets(robust: Classifier) -> None:
             assert second.gradients == 0
             assert second.forwards == (size[i] > eps[1] * 255 + 1e-6)
     assert any(r.budgets[0].robust and not r.budgets[1].robust for r in records)
+
+
+def test_fp16_gradients_do_not_underflow(robust: Classifier, chunk: Chunk) -> None:
+    """Without loss scaling, float16 turns the small gradients of confident images into
+    zeros (a masking warning on a model that masks nothing); the cascade scales them."""
+    from trompe.evaluation.cascade import _attacked_model
+
+    images, labels = chunk.images[:20], chunk.labels[:20]
+    grads = {}
+    for precision in ("fp32", "fp16"):
+        x = images.clone().requires_grad_(True)
+        logits = _attacked_model(robust, precision)(x)
+        loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+        (grads[precision],) = torch.autograd.grad(loss, x)
+    a, b = grads["fp32"].flatten(1), grads["fp16"].flatten(1)
+    assert bool((b.abs().amax(dim=1) > 0).all()) and bool(b.isfinite().all())
+    cosine = (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1))
+    assert float(cosine.min()) > 0.9
+    ratio = b.norm(dim=1) / a.norm(dim=1)
+    assert bool(((ratio > 0.5) & (ratio < 2)).all())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GradientMaskingWarning)
+        run_chunk(robust, chunk, _config(QUICK[:1], eps=(16 / 255,), precision="fp16"))

@@ -73,6 +73,9 @@ EVAL_NORMS = ("linf", "l2")
 _SET_BY_CASCADE = ("eps", "norm", "seed")
 #: The autocast dtypes of the reduced precisions.
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: The largest entry of each image's gradient of the logits as it enters a float16 network:
+#: far above float16's smallest normal number (6e-5), far below its largest (65504).
+_FP16_GRADIENT_TOP = 2.0**8
 
 
 def resolve_cascade(
@@ -216,11 +219,55 @@ class _Budget(FixedBudgetAttack, register=False):
         return self.round_into_budget(self.project(candidates, images), images)
 
 
+class _Scales:
+    """The per-image gradient scales of one backward pass, shared by its two ends."""
+
+    values: torch.Tensor | None = None
+
+
+class _ScaleUp(torch.autograd.Function):
+    """The identity on the logits; backward, each image's gradient is scaled so that its
+    largest entry is :data:`_FP16_GRADIENT_TOP` (the scales are kept for :class:`_ScaleDown`)."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, scales: _Scales) -> torch.Tensor:
+        ctx.scales = scales
+        return logits.view_as(logits)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        top = grad.detach().abs().flatten(1).amax(dim=1).clamp_min(1e-30)
+        scale = (_FP16_GRADIENT_TOP / top).clamp(max=2.0**40)
+        ctx.scales.values = scale
+        return grad * scale.view(-1, *([1] * (grad.dim() - 1))), None
+
+
+class _ScaleDown(torch.autograd.Function):
+    """The identity on the images; backward, each image's gradient is divided by the scale
+    :class:`_ScaleUp` gave it, which restores the true gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, images: torch.Tensor, scales: _Scales) -> torch.Tensor:
+        ctx.scales = scales
+        return images.view_as(images)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        scale = ctx.scales.values
+        if scale is None:
+            return grad, None
+        return grad / scale.view(-1, *([1] * (grad.dim() - 1))), None
+
+
 class _Autocast(nn.Module):
     """Runs a classifier under :func:`torch.autocast` and returns float32 logits.
 
     The engine switches an enclosing autocast off for every attack, so reduced precision has to
-    live inside the model the attack is given.
+    live inside the model the attack is given. In float16, each image's gradient is scaled up
+    on its way back through the network and down again at its input (per-image dynamic loss
+    scaling): the small gradients of confident images would otherwise underflow to zero, and
+    the attacks would see a masked model that is not. bfloat16 has float32's range and needs
+    no scaling.
     """
 
     def __init__(self, model: Classifier, dtype: torch.dtype) -> None:
@@ -229,9 +276,16 @@ class _Autocast(nn.Module):
         self.dtype = dtype
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        scaled = self.dtype == torch.float16 and torch.is_grad_enabled() and images.requires_grad
+        scales = _Scales()
+        if scaled:
+            images = _ScaleDown.apply(images, scales)  # type: ignore[no-untyped-call]
         with torch.autocast(images.device.type, dtype=self.dtype):
             logits: torch.Tensor = self.inner(images)
-        return logits.float()
+        logits = logits.float()
+        if scaled:
+            logits = _ScaleUp.apply(logits, scales)  # type: ignore[no-untyped-call]
+        return logits
 
 
 def _attacked_model(model: Classifier, precision: str) -> Classifier:
