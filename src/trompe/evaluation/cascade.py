@@ -376,11 +376,12 @@ def run_chunk(
     count = len(chunk)
     attacked = _attacked_model(model, config.precision)
     infos = [get_attack(stage.attack) for stage in config.stages]
-    num_classes = model.num_classes
     seconds = {stage.attack: 0.0 for stage in config.stages}
 
-    clean = _predict(model, images)
-    clean_cpu = clean.cpu()
+    with _no_autocast(device), torch.no_grad():
+        logits: torch.Tensor = model(images) if count else torch.zeros(0, 1, device=device)
+    num_classes = int(logits.shape[1])
+    clean_cpu = logits.float().argmax(dim=1).cpu()
     labels_cpu = labels.cpu()
     wrong = (clean_cpu != labels_cpu).tolist()
     broken = list(wrong)  # per image: broken at this budget or a smaller one, or clean-wrong
