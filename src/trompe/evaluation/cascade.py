@@ -19,6 +19,12 @@ Where the time goes, and what is never spent:
 - Every candidate is projected into the budget, rounded to 8 bits within it, and re-predicted
   in float32; where that leaves an attack's own output unchanged and the attack ran in float32,
   the attack's own prediction of exactly that image is reused instead of a second forward pass.
+
+What is left is the attacks' own work on the images that stay robust, and there the last two
+stages of the standard cascade dominate: on the shipped robust digits model (360 test images,
+L-inf 32/255, 2 shared CPU cores) APGD-CE took 2 % of the time, APGD-T 14 %, FAB-T 42 % and
+Square 42 %, and FAB-T and Square broke no image that the first two had left robust.
+``ChunkOutcome.seconds`` gives the split of every run.
 """
 
 from __future__ import annotations
