@@ -172,7 +172,10 @@ def test_probe_of_a_scores_only_model_checks_its_outputs_only(
 # -- a whole chunk: probe, cascade, stress, records ----------------------------------------------
 
 
-def all_checks(model: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig):
+def all_checks(
+    model: Classifier, images: torch.Tensor, labels: torch.Tensor, cfg: EvalConfig
+) -> tuple[list[CheckWarning], tuple[ImageRecord, ...]]:
+    """What the run does on its first chunk: probe, cascade, stress, then the records' checks."""
     found = checks.probe_model(model, images, labels, cfg)
     outcome = run_chunk(model, chunk(images, labels), cfg)
     found += checks.stress(model, images, labels, outcome.records, cfg)
@@ -339,7 +342,7 @@ def test_from_records_is_silent_on_clean_records() -> None:
 def test_probe_does_not_call_non_finite_logits_random(robust: Classifier, batch: Batch) -> None:
     class Broken(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            out = robust(x).clone()
+            out: torch.Tensor = robust(x).clone()
             out[::2, 3] = float("nan")
             out[1::2, 4] = float("inf")
             return out
