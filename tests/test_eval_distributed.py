@@ -40,6 +40,7 @@ def loopback_only(command: list[str]) -> list[str]:
     return command
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
     model = trompe.load_model("digits_robust")
     data, config = setup(model, n=24, batch=6)

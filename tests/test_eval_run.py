@@ -164,7 +164,9 @@ def test_output_folder_layout(robust: Classifier, reference: Any, tmp_path: Path
     assert not [p for p in out.rglob(".*")]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)
 def test_resume_after_a_kill_equals_an_uninterrupted_run(
     robust: Classifier, reference: Any, tmp_path: Path, signum: int
 ) -> None:

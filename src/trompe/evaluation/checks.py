@@ -167,6 +167,9 @@ def _images(count: int, total: int) -> str:
 @contextlib.contextmanager
 def _float32(device: torch.device) -> Iterator[None]:
     """Switch off an enclosing autocast: the checks judge the model in float32."""
+    if not torch.amp.is_autocast_available(device.type):
+        yield
+        return
     with torch.autocast(device_type=device.type, enabled=False):
         yield
 
@@ -399,9 +402,10 @@ def stress(
     steps, restarts = _cascade_apgd(config)
     eps = config.eps[-1]
     large = LARGE_LEVEL * (1.0 if norm == "linf" else math.sqrt(math.prod(x.shape[1:])))
+    seeds = [chunk_seed(config.seed, chunk, _STRESS_SALT, k) for k in (0, 1)]
     found = []
     if large > eps:
-        result = _apgd(model, x, y, large, norm, steps, 1, chunk_seed(config.seed, chunk, -1, 0))
+        result = _apgd(model, x, y, large, norm, steps, 1, seeds[0])
         left = ~result.success
         if _too_many(int(left.sum()), len(x)):
             count = int(left.sum())
@@ -423,7 +427,14 @@ def stress(
                 )
             )
     stronger = _apgd(
-        model, x, y, eps, norm, 2 * steps, restarts + 1, chunk_seed(config.seed, chunk, -1, 1)
+        model,
+        x,
+        y,
+        eps,
+        norm,
+        2 * steps,
+        restarts + 1,
+        seeds[1],
     )
     broken = stronger.success
     count = int(broken.sum())
