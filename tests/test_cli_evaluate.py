@@ -134,6 +134,7 @@ def test_a_resume_with_other_budgets_names_the_difference(
     assert "8/255" in line or str(8 / 255)[:6] in line
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_and_resume_finishes_with_the_same_numbers(
     done: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
@@ -164,6 +165,7 @@ def test_ctrl_c_exits_130_and_resume_finishes_with_the_same_numbers(
         assert mine[key] == reference[key], key
 
 
+@pytest.mark.slow
 def test_shards_merge_into_the_single_run(
     done: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
@@ -184,6 +186,7 @@ def test_shards_merge_into_the_single_run(
     assert (out / "figure.png").read_bytes().startswith(PNG)
 
 
+@pytest.mark.slow
 def test_torchrun_runs_the_command_and_rank_0_speaks(
     done: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
