@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from _helpers import one_line_error, run_cli
+from trompe.models.digits import DigitsData
 
 PNG = b"\x89PNG\r\n\x1a\n"
 #: A cheap evaluation of 40 digits in 2 chunks, at 16 and 32 levels.
@@ -264,6 +266,29 @@ def test_unknown_data_and_an_empty_folder_are_one_line(tmp_path: Path) -> None:
         "--attacks", "apgd-ce", "--out", str(tmp_path / "b"),
     )  # fmt: skip
     one_line_error(result, 2, "empty")
+
+
+def test_an_unreadable_image_is_skipped_and_listed_or_with_strict_an_error(
+    tmp_path: Path, digits: DigitsData
+) -> None:
+    data = tmp_path / "digits"
+    for k in range(6):
+        label = int(digits.test_labels[k])
+        folder = data / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = (digits.test_images[k] * 255).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(pixels).save(folder / f"{k}.png")
+    (data / str(int(digits.test_labels[0])) / "broken.png").write_bytes(b"\x89PNG not really")
+    args = ["evaluate", "-m", "digits_robust", "--data", str(data), "--eps", "16"]
+    args += ["--attacks", "apgd-ce", "--no-checks"]
+    result = run_cli(*args, "--out", str(tmp_path / "a"))
+    assert result.returncode == 0, result.stderr
+    assert "skipped 1 unreadable" in result.stdout and "broken.png" in result.stdout
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["evaluated"] == 6 and len(summary["skipped"]) == 1
+    assert summary["skipped"][0]["id"].endswith("broken.png")
+    strict = run_cli(*args, "--strict", "--out", str(tmp_path / "b"))
+    one_line_error(strict, 1, "broken.png")
 
 
 def test_merge_takes_no_evaluation_flags(tmp_path: Path) -> None:
