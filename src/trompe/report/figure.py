@@ -569,7 +569,7 @@ def _warning_lines(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         if summary["config"].get("checks", True):
             lines.append(("\u2713 the gradient-masking checks found nothing", _SUCCESS))
         else:
-            lines.append(("gradient-masking checks not run (--no-checks)", _MUTED))
+            lines.append(("gradient-masking checks not run (checks off)", _MUTED))
     skipped = summary.get("skipped") or []
     if skipped:
         lines.append((f"{len(skipped)} unreadable image(s) skipped (see summary.json)", _MUTED))
