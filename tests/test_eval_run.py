@@ -370,3 +370,21 @@ def test_adversarial_names_never_leave_the_folder() -> None:
         assert "/" not in name and "\\" not in name and not name.startswith(".")
         assert name.endswith(".png") and name.startswith("000007")
     assert adversarial_name(1, "a/b") != adversarial_name(2, "a/b")
+
+
+def test_a_resume_accepts_the_same_data_under_another_path_but_not_other_data() -> None:
+    """The data set's source as typed (./val, /abs/val, another mount on another node) is not
+    its identity; its fingerprint over ids and labels is."""
+    config = EvalConfig(
+        model={"id": "m"},
+        data={"kind": "folder", "source": "./val", "n": 2, "fingerprint": "ab"},
+        norm="linf",
+        eps=(8 / 255,),
+        stages=(Stage("apgd-ce"),),
+    )
+    moved = EvalConfig.from_dict(
+        {**config.to_dict(), "data": {**config.data, "source": "/mnt/node7/val"}}
+    )
+    assert moved.differences(config) == [] and moved.fingerprint() == config.fingerprint()
+    other = EvalConfig.from_dict({**config.to_dict(), "data": {**config.data, "fingerprint": "cd"}})
+    assert other.differences(config) and other.fingerprint() != config.fingerprint()

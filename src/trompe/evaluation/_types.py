@@ -112,15 +112,24 @@ class EvalConfig:
             checks=bool(data.get("checks", True)),
         )
 
+    def identity(self) -> dict[str, Any]:
+        """The JSON form without what names the data but does not define it: the data set's
+        ``source`` as typed (``./val`` or ``/abs/val``, another mount on another node of a job
+        array); its fingerprint over ids and labels stands for it."""
+        data = self.to_dict()
+        data["data"] = {k: v for k, v in data["data"].items() if k != "source"}
+        return data
+
     def fingerprint(self) -> str:
-        """A SHA-256 over the JSON form (keys sorted): equal configurations, equal prints."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """A SHA-256 over :meth:`identity` (keys sorted): equal configurations, equal prints."""
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
     def differences(self, other: EvalConfig) -> list[str]:
         """What differs from ``other``, one short phrase per field (``"eps: [..] vs [..]"``),
-        for the error that refuses to resume or merge runs of different configurations."""
-        mine, theirs = self.to_dict(), other.to_dict()
+        for the error that refuses to resume or merge runs of different configurations (the
+        data's source path may differ: see :meth:`identity`)."""
+        mine, theirs = self.identity(), other.identity()
         found = []
         for key in mine:
             if mine[key] != theirs.get(key):
