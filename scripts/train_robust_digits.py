@@ -4,7 +4,8 @@ PGD adversarial training (Madry et al., "Towards deep learning models resistant 
 attacks", ICLR 2018, arXiv:1706.06083) of trompe's digits network on the training split of
 scikit-learn's digits (:func:`trompe.models.digits.load_digits`, seed 0, 80 %), at L-inf
 ``--eps`` (default 32/255), each batch replaced by its PGD examples (``--steps`` steps of
-``--step-size``, random start). Deterministic for a seed on the CPU. About two minutes on two
+``--step-size``, random start). Seeded, but a re-run need not reproduce the file bit for bit
+(one re-run on a loaded machine gave another SHA-256). About two minutes on two
 cores.
 
 Usage::
