@@ -58,6 +58,7 @@ FAST: dict[str, dict[str, Any]] = {
     "deepfool": {"options": {"steps": 10}, "rate": 0.9},
     "ddn": {"options": {"steps": 20}, "targeted": {"steps": 30}, "rate": 0.9},
     "fab": {"options": {"steps": 10}, "rate": 0.9},
+    "fab-t": {"options": {"steps": 10, "targets": 3}, "rate": 0.9},
     "fmn": {"options": {"steps": 20}, "rate": 0.9},
     "ead": {"options": {"steps": 50, "c": 1.0, "binary_search_steps": 1}, "rate": 0.8},
     "pgd-l0": {"options": {"steps": 20, "restarts": 1}, "eps": {"l0": 10}, "rate": 0.5},

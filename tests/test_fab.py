@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trompe.attacks import PGD, MinimalEps, Targeted, Untargeted
+from trompe.attacks import PGD, MinimalEps, Targeted, Untargeted, get_attack
 from trompe.attacks.base import Norm, Progress, _seen_pixels, lp_norm
-from trompe.attacks.fab import FAB, project_on_hyperplane
+from trompe.attacks.fab import FAB, FABT, project_on_hyperplane
 from trompe.errors import InvalidArgumentError
 from trompe.images import example_path, load_image, quantize
 from trompe.models import Classifier
@@ -324,6 +324,94 @@ def test_parameters_are_reported() -> None:
         "seed": 0,
     }
     assert FAB.minimum_norm and FAB.supports_targeted and FAB.name == "fab"
+
+
+# -- FAB-T: targeted FAB towards the top classes in turn ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def robust_batch() -> tuple[Classifier, torch.Tensor, torch.Tensor]:
+    """The shipped PGD-trained digits model and 20 test digits it classifies correctly."""
+    import trompe
+    from trompe.models.digits import load_digits
+
+    model = trompe.load_model("digits_robust")
+    data = load_digits()
+    with torch.no_grad():
+        right = model(data.test_images[:40]).argmax(dim=1) == data.test_labels[:40]
+    index = right.nonzero().squeeze(1)[:20]
+    return model, data.test_images[index], data.test_labels[index]
+
+
+def test_fab_t_is_registered() -> None:
+    info = get_attack("fab-t")
+    assert info.cls is FABT and info.minimum_norm and info.family == "minimum-norm"
+    assert {o.name for o in info.options()} >= {"targets", "stop_at", "steps", "restarts"}
+    assert "candidates" not in FABT(targets=3).params()
+    assert FABT(targets=3, stop_at=0.1).params()["targets"] == 3
+
+
+def test_fab_t_fools_the_robust_digits_and_beats_one_targeted_run(
+    robust_batch: tuple[Classifier, torch.Tensor, torch.Tensor],
+) -> None:
+    model, images, labels = robust_batch
+    result = FABT(steps=10, targets=3)(model, images, Untargeted(labels))
+    assert bool(result.success.all())
+    with torch.no_grad():
+        assert bool((model(result.adversarial).argmax(dim=1) != labels).all())
+        others = model(images).scatter(1, labels[:, None], -math.inf)
+    # FAB-T's first target is the class ranked next; a success of its first run is kept
+    # unless a later target gives a smaller change, so it never does worse than that run.
+    first = FAB(steps=10)(model, images, Targeted(others.argmax(dim=1)))
+    assert bool(first.success.all())
+    assert bool((result.norms.linf <= first.norms.linf).all())
+    # Trying every target (stop_at far below any change) finds changes at least as small.
+    every = FABT(steps=10, targets=3, stop_at=1e-6)(model, images, Untargeted(labels))
+    assert bool(every.success.all())
+    assert bool((every.norms.linf <= result.norms.linf).all())
+    assert int(every.gradients.sum()) > int(result.gradients.sum())
+
+
+def test_fab_t_stop_at_spends_only_on_images_not_yet_within_it(
+    robust_batch: tuple[Classifier, torch.Tensor, torch.Tensor],
+) -> None:
+    model, images, labels = robust_batch
+    once = FABT(steps=10, targets=1)(model, images, Untargeted(labels))
+    loose = FABT(steps=10, targets=3, stop_at=1.0)(model, images, Untargeted(labels))
+    # Every image succeeds at the first target within a budget of 1: the others never run.
+    assert torch.equal(loose.gradients, once.gradients)
+    assert torch.equal(loose.adversarial, once.adversarial)
+    threshold = float(once.norms.linf.median()) / 255
+    tight = FABT(steps=10, targets=3, stop_at=threshold)(model, images, Untargeted(labels))
+    within = once.norms.linf <= threshold * 255 + 1e-6
+    assert torch.equal(tight.gradients[within], once.gradients[within])
+    assert bool((tight.gradients[~within] > once.gradients[~within]).all())
+    assert bool((tight.norms.linf <= once.norms.linf).all())
+
+
+def test_fab_t_targeted_goal_is_plain_fab(
+    robust_batch: tuple[Classifier, torch.Tensor, torch.Tensor],
+) -> None:
+    model, images, labels = robust_batch
+    goal = Targeted((labels[:6] + 1) % 10)
+    plain = FAB(steps=10)(model, images[:6], goal)
+    fab_t = FABT(steps=10)(model, images[:6], goal)
+    assert torch.equal(plain.adversarial, fab_t.adversarial)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"targets": 0}, "targets must be"),
+        ({"targets": 2.0}, "targets must be a whole number"),
+        ({"stop_at": 0.0}, "stop_at must be"),
+        ({"stop_at": float("inf")}, "stop_at must be"),
+        ({"candidates": 3}, "candidates"),
+    ],
+)
+def test_fab_t_bad_hyper_parameters(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises((InvalidArgumentError, TypeError), match=message):
+        FABT(**kwargs)  # type: ignore[arg-type]
 
 
 # -- the ImageNet model ---------------------------------------------------------------------------
