@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trompe.errors import ImageError, InvalidArgumentError, TrompeError
+from trompe.errors import ImageError, InvalidArgumentError, MissingDependencyError, TrompeError
 from trompe.evaluation.data import EvalData, load_data
 from trompe.images import center_crop_resize, load_image, quantize
 from trompe.models import Classifier, load_model
@@ -69,6 +70,8 @@ def test_folder_by_index_lists_sorted_and_reads_chunks(tmp_path: Path, robust: C
     root = digit_folder(tmp_path / "val")
     (root / "3" / "notes.txt").write_text("not an image")
     (root / ".hidden").mkdir()
+    write_image(root / ".hidden" / "x.png")
+    write_image(root / "9" / ".x.png")
     data = load_data(root, robust)
     assert len(data) == 20
     assert list(data.ids) == sorted(data.ids)
@@ -125,7 +128,7 @@ def test_folder_unknown_or_ambiguous_class_name(tmp_path: Path, imagenet_clf: Cl
     write_image(tmp_path / "v" / "crane" / "a.png")
     with pytest.raises(InvalidArgumentError) as error:
         load_data(tmp_path / "v", imagenet_clf)
-    one_line(error, "class folder 'crane'", "ambiguous", "134", "517")
+    one_line(error, "class folder 'crane'", "ambiguous", "134", "517", "name the folder by")
     os.rename(tmp_path / "v" / "crane", tmp_path / "v" / "lemmon")
     with pytest.raises(InvalidArgumentError) as error:
         load_data(tmp_path / "v", imagenet_clf)
@@ -190,6 +193,9 @@ def test_corrupt_image_skipped_and_listed_or_strict_error(
     assert all(reason and "\n" not in reason for _, _, reason in skipped)
     chunk = data.chunk(0, 4)  # positions 0..3: 0/img0, 0/img1, 1/bad, 1/empty
     assert len(chunk) == 2 and len(chunk.skipped) == 2
+    nothing = data.chunk(1, 2)  # positions 2, 3: both unreadable
+    assert nothing.images.shape == (0, 3, 8, 8) and nothing.labels.shape == (0,)
+    assert [p for p, _, _ in nothing.skipped] == [2, 3]
     with pytest.raises(ImageError) as error:
         load_data(root, robust, strict=True)
     one_line(error, "bad.png")
@@ -244,6 +250,7 @@ def test_subset_deterministic_spread_and_nested(tmp_path: Path, robust: Classifi
     assert smaller.description["n"] == 7 and smaller.description["total"] == 50
     everything = load_data(root, robust, n=10_000)
     assert len(everything) == 50 and everything.description["total"] == 50
+    assert everything.description["requested_n"] == 10_000
     for bad in (0, -3, True, 2.5):
         with pytest.raises(InvalidArgumentError) as error:
             load_data(root, robust, n=bad)  # type: ignore[arg-type]
@@ -368,7 +375,9 @@ def test_builtin_foolbox_imagenet(imagenet_clf: Classifier) -> None:
 
 
 def test_builtin_foolbox_grey_and_label_range(robust: Classifier) -> None:
+    imported = "foolbox" in sys.modules
     data = load_data("foolbox:mnist", robust)
+    assert ("foolbox" in sys.modules) == imported  # files read by path, foolbox not imported
     chunk = data.chunk(0, 20)
     assert chunk.images.shape == (20, 3, 8, 8)
     assert torch.equal(chunk.images[:, 0], chunk.images[:, 2])  # grey made RGB
@@ -381,6 +390,25 @@ def test_unknown_builtin(robust: Classifier) -> None:
     with pytest.raises(InvalidArgumentError) as error:
         load_data("foolbox:svhn", robust)
     one_line(error, "foolbox:svhn", "digits", "foolbox:imagenet")
+    assert load_data("foolbox:FashionMnist", robust).description["source"] == (
+        "foolbox:fashionMNIST"
+    )
+
+
+def test_foolbox_missing_names_the_install(
+    robust: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def without_foolbox(name: str, package: str | None = None) -> object:
+        return None if name == "foolbox" else real(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_foolbox)
+    with pytest.raises(MissingDependencyError) as error:
+        load_data("foolbox:mnist", robust)
+    one_line(error, "pip install foolbox")
 
 
 # -- tensors, datasets, loaders ----------------------------------------------------------------
@@ -453,8 +481,29 @@ def test_dataset_corrupt_item_skipped(robust: Classifier) -> None:
     assert chunk.skipped[0][:2] == (2, "#2")
 
 
+def test_subset_of_a_dataset_with_targets(robust: Classifier) -> None:
+    dataset = _Pairs(pil=False)
+    dataset.targets = [9, 8, 7, 6, 5, 4]  # not what the items say: proves targets are used
+    data = load_data(torch.utils.data.Subset(dataset, [5, 1]), robust)
+    assert data.labels.tolist() == [4, 8]
+    assert torch.equal(
+        data.chunk(0, 2).images, load_data(dataset, robust).chunk(0, 6).images[[5, 1]]
+    )
+
+
+def test_dataset_unreadable_item_without_targets(robust: Classifier) -> None:
+    data = load_data(_Pairs(pil=False, broken=4), robust)
+    assert data.ids == ("#0", "#1", "#2", "#3", "#5")
+    assert data.labels.tolist() == [0, 1, 2, 3, 5]
+    assert data.skipped == (("#4", "image file is truncated"),)
+    assert data.chunk(1, 3).ids == ("#3", "#5")
+    with pytest.raises(ImageError) as error:
+        load_data(_Pairs(pil=False, broken=4), robust, strict=True)
+    one_line(error, "item 4")
+
+
 def test_dataloaders(robust: Classifier) -> None:
-    from torch.utils.data import DataLoader, TensorDataset
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8, generator=generator)
@@ -471,9 +520,21 @@ def test_dataloaders(robust: Classifier) -> None:
     held = load_data(collated, robust)
     assert torch.equal(held.chunk(0, 10).images, direct)
     assert held.labels.tolist() == labels.tolist()
+    single = load_data(DataLoader(TensorDataset(images, labels), batch_size=None), robust)
+    assert torch.equal(single.chunk(0, 10).images, direct)
+    dropped = load_data(
+        DataLoader(TensorDataset(images, labels), batch_size=4, drop_last=True), robust
+    )
+    assert dropped.labels.tolist() == list(range(8))
     with pytest.raises(InvalidArgumentError) as error:
         load_data(DataLoader(TensorDataset(images, labels), shuffle=True), robust)
     one_line(error, "shuffle")
+    sharded = DistributedSampler(
+        TensorDataset(images, labels), num_replicas=2, rank=0, shuffle=False
+    )
+    with pytest.raises(InvalidArgumentError) as error:
+        load_data(DataLoader(TensorDataset(images, labels), sampler=sharded), robust)
+    one_line(error, "DistributedSampler")
 
 
 def test_other_sources_refused(robust: Classifier) -> None:

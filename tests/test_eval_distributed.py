@@ -14,9 +14,9 @@ import pytest
 
 import trompe
 from test_eval_run import SCRIPT, SRC, comparable, setup
-from trompe.errors import InvalidArgumentError
-from trompe.evaluation import ImageRecord, run_evaluation
-from trompe.evaluation._store import read_part
+from trompe.errors import InvalidArgumentError, OutputExistsError
+from trompe.evaluation import EvalConfig, ImageRecord, run_evaluation
+from trompe.evaluation._store import ChunkRecord, Store, read_part
 from trompe.evaluation.distributed import DistributedEnv, detect
 
 pytest.importorskip("torch.distributed")
@@ -40,9 +40,10 @@ def loopback_only(command: list[str]) -> list[str]:
     return command
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
     model = trompe.load_model("digits_robust")
-    data, config = setup(model, n=36, batch=8)
+    data, config = setup(model, n=24, batch=6)
     reference = run_evaluation(model, data, config)
 
     script = tmp_path / "evaluate.py"
@@ -70,8 +71,8 @@ def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
         "--master-port",
         str(port),
         str(script),
-        "36",
-        "8",
+        "24",
+        "6",
         str(out),
         "run",
     ]
@@ -85,7 +86,7 @@ def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
         name: [c.index for c in read_part(out / "records" / name).chunks]
         for name in ("part-0-of-2.jsonl", "part-1-of-2.jsonl")
     }
-    assert chunks == {"part-0-of-2.jsonl": [0, 2, 4], "part-1-of-2.jsonl": [1, 3]}
+    assert chunks == {"part-0-of-2.jsonl": [0, 2], "part-1-of-2.jsonl": [1, 3]}
     for rank in (0, 1):
         rows = json.loads((tmp_path / f"records-{rank}.json").read_text())
         assert tuple(ImageRecord.from_json(r) for r in rows) == reference.records
@@ -120,3 +121,40 @@ def test_shard_and_torchrun_together_are_refused(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("LOCAL_RANK", "0")
     with pytest.raises(InvalidArgumentError, match="use one of them"):
         run_evaluation(model, data, config, shard=(0, 2))
+
+
+def test_first_process_owns_the_folder_the_others_join_it(tmp_path: Path) -> None:
+    """What torchrun's processes do with the output folder, one after the other."""
+    model = trompe.load_model("digits_robust")
+    data, config = setup(model, n=16, batch=8)
+    record = run_evaluation(model, data, config).records[8:]
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+
+    def start(rank: int, **options: bool) -> list[ChunkRecord]:
+        store = Store(out, (rank, 2))
+        done = store.open(config, labels=None, **options)
+        if rank == 1 and not done:
+            store.append_chunk(ChunkRecord(1, list(record)))
+        store.close()
+        return done
+
+    # The first process checks the whole folder as a single process would.
+    with pytest.raises(OutputExistsError, match="--force"):
+        start(0, resume=False, force=False, whole=True)
+    start(0, resume=False, force=True, whole=True)
+    assert start(1, resume=False, force=False, join=True) == []
+    # Started over with force: the other process's old part goes too; the user's file stays.
+    start(0, resume=False, force=True, whole=True)
+    assert not (out / "records" / "part-1-of-2.jsonl").exists()
+    assert (out / "notes.txt").read_text() == "mine"
+    start(1, resume=False, force=False, join=True)
+    # Resumed: each process finds its own chunks.
+    start(0, resume=True, force=False, whole=True)
+    resumed = start(1, resume=True, force=False, join=True)
+    assert [c.index for c in resumed] == [1]
+    assert tuple(resumed[0].records) == record
+    other = EvalConfig.from_dict({**config.to_dict(), "norm": "l2"})
+    with pytest.raises(InvalidArgumentError, match="norm"):
+        Store(out, (1, 2)).open(other, labels=None, resume=True, force=False, join=True)

@@ -27,7 +27,7 @@ from trompe.models.classifier import Classifier
 from trompe.models.digits import load_digits
 
 STAGES = (Stage("apgd-ce", {"steps": 5}), Stage("square", {"queries": 50}))
-EPS = (16 / 255, 32 / 255, 64 / 255)
+EPS = (32 / 255, 64 / 255)
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # The script of the subprocess tests: the same data and configuration as setup() below.
@@ -46,7 +46,7 @@ digits = load_digits()
 data = load_data((digits.test_images[:n], digits.test_labels[:n]), model)
 config = EvalConfig(
     model=model.describe(), data=data.description, norm="linf",
-    eps=(16 / 255, 32 / 255, 64 / 255),
+    eps=(32 / 255, 64 / 255),
     stages=(Stage("apgd-ce", {"steps": 5}), Stage("square", {"queries": 50})),
     batch_size=batch, seed=0, checks=True,
 )
@@ -70,7 +70,7 @@ def robust() -> Classifier:
     return trompe.load_model("digits_robust")
 
 
-def setup(model: Classifier, n: int = 36, batch: int = 12, checks: bool = True) -> Any:
+def setup(model: Classifier, n: int = 24, batch: int = 8, checks: bool = True) -> Any:
     digits = load_digits()
     data = load_data((digits.test_images[:n], digits.test_labels[:n]), model)
     config = EvalConfig(
@@ -117,15 +117,15 @@ def test_in_memory_run_counts_every_image_and_reports_progress(
     seen: list[EvalProgress] = []
     report = run_evaluation(robust, data, config, progress=seen.append)
     assert report.records == reference.records
-    assert [r.position for r in report.records] == list(range(36))
+    assert [r.position for r in report.records] == list(range(24))
     assert report.out_dir is None
     assert 0.8 < report.clean_accuracy <= 1.0
     robust_acc = list(report.robust_accuracy.values())
     assert robust_acc == sorted(robust_acc, reverse=True)  # monotone by construction
     assert robust_acc[-1] < report.clean_accuracy  # 64/255 breaks some of them
     after_chunks = [p for p in seen if not p.stage]
-    assert [p.done for p in after_chunks] == [0, 12, 24, 36]
-    assert all(p.total == 36 for p in seen)
+    assert [p.done for p in after_chunks] == [0, 8, 16, 24]
+    assert all(p.total == 24 for p in seen)
     assert any(p.stage for p in seen)  # the stages are announced too
     last = after_chunks[-1]
     assert last.correct == report.summary()["correct"]
@@ -164,32 +164,38 @@ def test_output_folder_layout(robust: Classifier, reference: Any, tmp_path: Path
     assert not [p for p in out.rglob(".*")]
 
 
+@pytest.mark.parametrize(
+    "signum", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+)
 def test_resume_after_a_kill_equals_an_uninterrupted_run(
-    robust: Classifier, reference: Any, tmp_path: Path
+    robust: Classifier, reference: Any, tmp_path: Path, signum: int
 ) -> None:
     out = tmp_path / "eval"
-    process = run_script(tmp_path, "36", "12", str(out), "stall")
+    process = run_script(tmp_path, "24", "8", str(out), "stall")
     try:
         for _ in range(600):
             if (tmp_path / "stalled").exists() or process.poll() is not None:
                 break
             time.sleep(0.1)
         assert (tmp_path / "stalled").exists(), "the run never reached its second chunk"
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(signum)
+        code = process.wait(timeout=60)
     finally:
         process.kill()
         process.wait()
+    assert code != 0
+    # Nothing half-written: no temporary, no summary, no figure.
+    assert sorted(p.name for p in out.rglob("*")) == ["config.json", "part-0-of-1.jsonl", "records"]
     part = out / "records" / "part-0-of-1.jsonl"
     assert [c.index for c in read_part(part).chunks] == [0, 1]
-    assert not (out / "summary.json").exists()
     # A kill in the middle of the next chunk's write leaves a torn line.
     with open(part, "ab") as file:
-        file.write(b'{"position": 24, "id": "#24", "lab')
+        file.write(b'{"position": 16, "id": "#16", "lab')
 
     data, config = setup(robust)
     seen: list[EvalProgress] = []
     report = run_evaluation(robust, data, config, out=out, resume=True, progress=seen.append)
-    assert seen[0].done == 24  # two chunks resumed
+    assert seen[0].done == 16  # two chunks resumed
     assert report.records == reference.records
     assert comparable(report.summary()) == comparable(reference.summary())
     assert comparable(json.loads((out / "summary.json").read_text())) == comparable(
@@ -214,7 +220,7 @@ def test_half_written_chunk_is_done_again(
 
     seen: list[EvalProgress] = []
     report = run_evaluation(robust, data, config, out=out, resume=True, progress=seen.append)
-    assert seen[0].done == 24
+    assert seen[0].done == 16
     assert report.records == reference.records
     assert comparable(report.summary()) == comparable(reference.summary())
 
@@ -222,7 +228,7 @@ def test_half_written_chunk_is_done_again(
 def test_resume_of_another_configuration_is_refused_naming_the_difference(
     robust: Classifier, tmp_path: Path
 ) -> None:
-    data, config = setup(robust, n=24)
+    data, config = setup(robust, n=16)
     out = tmp_path / "eval"
     run_evaluation(robust, data, config, out=out)
     before = (out / "records" / "part-0-of-1.jsonl").read_bytes()
@@ -268,7 +274,7 @@ def test_resume_of_a_finished_run_changes_nothing(
 ) -> None:
     data, config = setup(robust)
     out = tmp_path / "eval"
-    run_evaluation(robust, data, config, out=out)
+    run_evaluation(robust, data, config, out=out, resume=True)  # nothing to resume: starts
     part = (out / "records" / "part-0-of-1.jsonl").read_bytes()
     report = run_evaluation(robust, data, config, out=out, resume=True)
     assert report.records == reference.records
@@ -284,7 +290,7 @@ def test_two_shards_merged_equal_one_run(
     data, config = setup(robust)
     out = tmp_path / "eval"
     first = run_evaluation(robust, data, config, out=out, shard=(0, 2))
-    assert [r.chunk for r in first.records] == [0] * 12 + [2] * 12
+    assert [r.chunk for r in first.records] == [0] * 8 + [2] * 8
     assert not (out / "summary.json").exists()
     with pytest.raises(InvalidArgumentError) as caught:
         merge(out)
@@ -293,7 +299,7 @@ def test_two_shards_merged_equal_one_run(
     assert "1 of 3 chunks are missing" in message and "shards 1 of 2" in message
 
     second = run_evaluation(robust, data, config, out=out, shard=(1, 2))
-    assert [r.chunk for r in second.records] == [1] * 12
+    assert [r.chunk for r in second.records] == [1] * 8
     assert sorted((out / "records").iterdir()) == [
         out / "records" / "part-0-of-2.jsonl",
         out / "records" / "part-1-of-2.jsonl",
@@ -317,7 +323,7 @@ def test_two_shards_merged_equal_one_run(
 def test_merge_refuses_parts_of_different_configurations(
     robust: Classifier, tmp_path: Path
 ) -> None:
-    data, config = setup(robust, n=24)
+    data, config = setup(robust, n=16)
     out = tmp_path / "eval"
     run_evaluation(robust, data, config, out=out, shard=(0, 2))
     other = EvalConfig.from_dict({**config.to_dict(), "seed": 1})
@@ -333,7 +339,7 @@ def test_merge_refuses_parts_of_different_configurations(
 def test_saved_adversarial_images_are_what_the_records_say(
     robust: Classifier, tmp_path: Path
 ) -> None:
-    data, config = setup(robust, n=24, checks=False)
+    data, config = setup(robust, n=16, checks=False)
     out = tmp_path / "eval"
     report = run_evaluation(robust, data, config, out=out, save_adversarial=True)
     checked = 0

@@ -237,8 +237,20 @@ class Store:
         labels: Sequence[str] | None,
         resume: bool,
         force: bool,
+        whole: bool = False,
+        join: bool = False,
     ) -> list[ChunkRecord]:
         """Check the folder, prepare it and open this shard's part for appending.
+
+        Args:
+            config: the evaluation's configuration.
+            labels: the class names, kept in the part's header for :func:`merge`.
+            resume: continue this shard's part (a folder without one starts anew).
+            force: start over, removing what an earlier evaluation left (trompe's files only).
+            whole: the folder belongs to all shards of this run together (``torchrun``'s first
+                process): checked and cleared as a single process's would be.
+            join: the first process has checked and prepared the folder already (``torchrun``'s
+                other processes): only the configuration is compared.
 
         Returns:
             The chunks already recorded (with ``resume``; empty otherwise).
@@ -253,16 +265,25 @@ class Store:
         remove_stale_temporaries(self.out)
         config = normalised(config)
         done: list[ChunkRecord] = []
-        if force:
-            self._clear(config)
+        alone = whole or self.shard[1] == 1
+        if join:
+            earlier = self._earlier_config()
+            if earlier is not None and earlier.differences(config):
+                raise config_mismatch(earlier, config, f"cannot join the run in '{self.out}'")
+            if resume:
+                done = self._resumable(config)
+        elif force:
+            self._clear(config, alone)
         elif resume:
             done = self._resumable(config)
         else:
-            self._refuse_earlier(config)
+            self._refuse_earlier(config, alone)
         prepare_directory(self.records_dir)
         remove_stale_temporaries(self.records_dir)
-        self.write_json(self.out / CONFIG, {**config.to_dict(), "trompe": __version__})
-        self._open_part(config, labels, keep=bool(done) or self._part_has_header(config))
+        if not join:
+            self.write_json(self.out / CONFIG, {**config.to_dict(), "trompe": __version__})
+        keep = resume and (bool(done) or self._part_has_header(config))
+        self._open_part(config, labels, keep=keep)
         return done
 
     def _part_has_header(self, config: EvalConfig) -> bool:
@@ -288,16 +309,18 @@ class Store:
             TEMPORARY_PATTERN.match(name)
         )
 
-    def _refuse_earlier(self, config: EvalConfig) -> None:
+    def _refuse_earlier(self, config: EvalConfig, alone: bool) -> None:
         entries = sorted(p.name for p in self.out.iterdir() if not TEMPORARY_PATTERN.match(p.name))
         if not entries:
             return
         refuse = True
-        if self.shard[1] > 1:
+        if not alone:
             # Shards of one job array start into the same folder, in any order: joining one
             # whose configuration is the same is fine, as long as this shard's part is not
             # there yet and the shards were not merged already.
             earlier = self._earlier_config()
+            if earlier is not None and earlier.differences(config) and SUMMARY not in entries:
+                raise config_mismatch(earlier, config, f"cannot join the shards in '{self.out}'")
             refuse = (
                 any(not self._ours(e) for e in entries)
                 or SUMMARY in entries
@@ -326,9 +349,8 @@ class Store:
                 os.fsync(file.fileno())
         return part.chunks
 
-    def _clear(self, config: EvalConfig) -> None:
+    def _clear(self, config: EvalConfig, single: bool) -> None:
         """Remove what an earlier evaluation left that this one replaces, and nothing else."""
-        single = self.shard[1] == 1
         stale = [self.out / SUMMARY, self.out / FIGURE]
         if single:
             stale += self.parts()

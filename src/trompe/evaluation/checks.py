@@ -16,9 +16,11 @@ Three groups, by what they need:
   forward passes and two backward passes per image, nothing else.
 
   - ``randomized-outputs``: the same batch, evaluated three times, gives logits that differ by
-    more than a relative L2 distance of ``1e-3`` for some image (or another class). Float
-    noise, nondeterministic GPU kernels and TF32 included, stays around ``1e-6``-``1e-4``;
-    AutoAttack uses ``1e-4`` on unit-normalised logits. A randomized model needs attacks that
+    more than a relative L2 distance of ``1e-3`` for some image, or another class. The same
+    batch through the same kernels gives identical logits on the CPU and should differ only
+    in the last bits on a GPU (nondeterministic kernels); AutoAttack's threshold is ``1e-4`` on
+    unit-normalised logits, and a defence whose noise matters moves them by far more (0.02
+    noise on the digits' pixels: about ``2e-2``). A randomized model needs attacks that
     average over its randomness (expectation over transformation, AutoAttack's ``rand``
     version).
   - ``probability-outputs``: every output row lies in [0, 1] and sums to 1 (within
@@ -31,25 +33,30 @@ Three groups, by what they need:
     meaningless to every gradient attack). The margin, not the cross-entropy, is used because
     it never saturates: a zero here is the network's own, not the softmax's.
   - ``saturated-cross-entropy``: the cross-entropy's gradient is exactly zero (the softmax is
-    saturated in float32) for at least 10 % of the images whose margin gradient is not, and
-    the cascade has no attack on the scale-free DLR loss (``apgd-t``, ``apgd-dlr``) that sees
+    saturated in float32) while the margin's is not, for at least 10 % of the images, and the
+    cascade has no attack on the scale-free DLR loss (``apgd-t``, ``apgd-dlr``) that sees
     through it.
 
 * :func:`stress`, after the cascade, on at most :data:`STRESS_IMAGES` (16) images of one chunk
-  that stayed robust at the largest budget. Its cost, with the cascade's APGD-CE at ``S``
-  steps and ``R`` restarts (100 and 1 in the standard cascade): at most ``16 * S`` gradients
-  for the large budget and ``16 * 2S * (R + 1)`` for the stronger run, 8,000 in all, less
-  than a tenth of what the standard cascade spends on a chunk of 100 robust images.
+  that stayed robust at the largest budget (the run calls it on the first chunk only). Its
+  cost, with the cascade's APGD-CE at ``S`` steps and ``R`` restarts (100 and 1 in the named
+  cascades): at most ``16 * S`` gradients for the large budget and ``16 * 2S * (R + 1)`` for
+  the stronger run, 8,000 in all; the images that break stop early. On ``digits_robust``,
+  100 test images at 32/255 on a loaded 2-core machine: the ``fast`` cascade spent 33,000
+  gradients in 34 s and the stress checks 14 s (small batches cost more per image); APGD-CE,
+  APGD-T over 9 targets and Square with 5,000 queries spent 83,000 gradients in 182 s, the
+  stress checks 10 s.
 
   - ``large-budget-not-broken``: APGD-CE at a budget within which every image can be turned
     into the same uniform mid-grey image (L-inf ``128/255``; L2 ``128/255 * sqrt(C H W)``), so
     that at most the images of one class can honestly stay robust, still leaves more than 10 %
     of the images tried, and at least 2 of them, robust. On the shipped robust digits model
-    (``digits_robust``, PGD-trained at 32/255) it breaks every one of 16 images robust at
-    32/255.
+    (``digits_robust``, PGD-trained at 32/255) it breaks every one of 16 images left robust
+    at 32/255 by APGD-CE.
   - ``restarts-change-result``: APGD-CE with twice the steps and one restart more (a new seed)
     breaks more than 10 % of the images tried, and at least 2, at the largest budget, although
-    the cascade left them robust; on ``digits_robust`` it breaks none of 16.
+    the cascade left them robust. After either cascade above (83 of the 100 images robust),
+    no check of this module fires.
 
 * :func:`from_records`, from the per-image records alone (so that a merge of shards can run
   it):
@@ -67,7 +74,7 @@ Three groups, by what they need:
     model's outputs change between two evaluations of one image.
 
 Not a check: robust accuracy staying flat as the budget grows. ``digits_robust`` keeps all of
-357 correctly classified test images robust at 1, 2 and 4/255 (APGD-CE), a sound model
+357 correctly classified test images robust at 1, 2 and 4/255 (APGD-CE, 20 steps), a sound model
 evaluated at small budgets; the large-budget check asks the same question where the answer must
 be "broken".
 """
@@ -212,12 +219,16 @@ def _check_outputs(
     with torch.no_grad():
         passes = [model(images).float() for _ in range(RANDOM_PASSES)]
     first = passes[0]
-    scale = first.norm(dim=1).clamp_min(1e-12)
+    scale = torch.where(first.isfinite(), first, 0).norm(dim=1).clamp_min(1e-12)
     worst = torch.zeros(len(first), device=first.device)
     changed = torch.zeros(len(first), dtype=torch.bool, device=first.device)
     for other in passes[1:]:
-        gap = (other - first).norm(dim=1) / scale
-        worst = torch.maximum(worst, torch.nan_to_num(gap, nan=math.inf))
+        # A NaN or infinity in the same place twice is the same output (the cascade refuses
+        # such logits); one that comes and goes is randomness.
+        same = (other == first) | (other.isnan() & first.isnan())
+        diff = torch.where(same, 0, torch.nan_to_num(other - first, nan=math.inf))
+        gap = diff.norm(dim=1) / scale
+        worst = torch.maximum(worst, gap)
         changed |= other.argmax(dim=1) != first.argmax(dim=1)
     random = (worst > RANDOM_TOLERANCE) | changed
     count = int(random.sum())

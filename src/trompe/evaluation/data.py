@@ -11,8 +11,11 @@ Sources:
   ``val/tabby/a.jpg``. A subfolder is named by a class index, or by a class name or synonym of the
   model's labels (``trompe labels --model NAME QUERY`` finds them). Images may sit deeper inside a
   class folder. Files are taken in sorted order of their paths; files whose extension is not an
-  image's (:data:`IMAGE_EXTENSIONS`) and hidden files and folders are ignored; images lying
-  directly in the folder, outside every class folder, are listed in :attr:`EvalData.skipped`.
+  image's (:data:`IMAGE_EXTENSIONS`) and hidden files and folders are ignored, and links to
+  folders inside a class folder are not followed; images lying directly in the folder, outside
+  every class folder, are listed in :attr:`EvalData.skipped`. A file that turns out unreadable
+  when its chunk is read is listed in :attr:`~trompe.evaluation.Chunk.skipped` (with ``strict``,
+  every image is read once when listed, and an unreadable one is an error).
 - **a manifest**, ``.csv`` with a header row ``path,label`` or ``.jsonl`` with one
   ``{"path": ..., "label": ...}`` object a line. A label is a class index or a class name. Paths
   are relative to the manifest's folder and may not leave it: absolute paths, ``..`` that climbs
@@ -27,8 +30,8 @@ Sources:
   float in [0, 1], labels (N,) class indices (or class names).
 - **a Dataset** (map-style) of ``(image, label)`` items, the image a tensor (3, H, W) or
   (1, H, W), a PIL image or a numpy array. Labels are taken from its ``targets`` attribute when it
-  has one of the right length (torchvision's datasets do), else by reading every item once when
-  the data set is listed. Images are read per chunk.
+  has one of the right length (torchvision's datasets do; a ``Subset`` of one too), else by
+  reading every item once when the data set is listed. Images are read per chunk.
 - **a DataLoader**: one that shuffles has no stable order and is refused (pass
   ``shuffle=False``, or its dataset). One over a map-style dataset with the sequential sampler and
   the default collate function is read through its dataset, per chunk, as a Dataset is. Any
@@ -41,6 +44,12 @@ salted hash), then taken round-robin over the classes in index order (the 1st of
 the 2nd of each...), and evaluated in their listing order. A class with fewer images runs out
 and the others fill in. A larger ``n`` picks a superset of a smaller one. ``n`` at least the
 size of the data set takes all of it (``description["total"]`` equals ``description["n"]``).
+
+Every image is brought to the model's input size by the model's own evaluation transform
+(:func:`trompe.images.center_crop_resize` with its ``crop_fraction`` and ``interpolation``; an
+image already at the input size is kept as it is, as :class:`~trompe.Classifier` does) and then
+rounded to the 8-bit grid, so that what is attacked is what an 8-bit file holds. For a model
+without an input size, images keep their size, and the images of one chunk must share it.
 
 Ids: file paths relative to the folder or manifest (``"tabby/a.jpg"``), ``"#<index>"`` for
 tensors and datasets (the index in the source, before any subset), ``"digits#<index>"`` and
@@ -224,12 +233,14 @@ class EvalData:
         labels: (N,) the true classes, as indices of the model's classes.
         description: JSON-ready: ``kind`` (``"folder"``, ``"manifest"``, ``"builtin"``,
             ``"tensors"``, ``"dataset"``, ``"dataloader"``), ``source`` (the path or name, as
-            given), ``n`` (images to evaluate), ``total`` (images listed before the subset of
-            ``n``), ``classes`` (distinct true classes among the ``n``), ``skipped`` (entries
-            refused when listed) and ``fingerprint``: a SHA-256 over ids and labels, so that a
-            resume or a merge on other data is refused.
+            given), ``n`` (images to evaluate), ``total`` (images listed before the subset),
+            ``requested_n`` (the ``n`` asked for, or ``None``), ``classes`` (distinct true
+            classes among the ``n``), ``skipped`` (entries refused when listed) and
+            ``fingerprint``: a SHA-256 over ids and labels, so that a resume or a merge on
+            other data is refused.
         skipped: (id, reason) of entries refused when the data set was listed (not in ``ids``):
-            images lying outside every class folder.
+            images lying outside every class folder, dataset items that could not be read to
+            learn their label.
     """
 
     ids: tuple[str, ...]
@@ -390,7 +401,7 @@ def load_data(
             f"load_data needs the Classifier to evaluate, got {type(model).__name__}"
         )
 
-    listing = _list(source, model, max_pixels)
+    listing = _list(source, model, max_pixels, strict)
     if not listing.ids:
         raise InvalidArgumentError(f"the data set {listing.source} holds no images")
     total = len(listing.ids)
@@ -413,6 +424,7 @@ def load_data(
         "source": listing.source,
         "n": len(ids),
         "total": total,
+        "requested_n": n,
         "classes": len(set(labels.tolist())),
         "skipped": len(listing.skipped),
         "fingerprint": _fingerprint(ids, labels.tolist()),
@@ -457,9 +469,10 @@ def _subset(ids: Sequence[str], labels: Sequence[int], n: int) -> list[int]:
     return sorted(chosen)
 
 
-def _list(source: Any, model: Classifier, max_pixels: int) -> _Listing:
-    if isinstance(source, str) and source in BUILTINS:
-        return _list_builtin(source, model, max_pixels)
+def _list(source: Any, model: Classifier, max_pixels: int, strict: bool) -> _Listing:
+    builtins = {name.lower(): name for name in BUILTINS}
+    if isinstance(source, str) and source.lower() in builtins:
+        return _list_builtin(builtins[source.lower()], model, max_pixels)
     if isinstance(source, str) and source.lower().startswith("foolbox:"):
         raise InvalidArgumentError(
             f"unknown built-in data set {source!r}; the built-ins are {', '.join(BUILTINS)}"
@@ -471,14 +484,14 @@ def _list(source: Any, model: Classifier, max_pixels: int) -> _Listing:
     from torch.utils.data import DataLoader, Dataset, IterableDataset
 
     if isinstance(source, DataLoader):
-        return _list_loader(source, model, max_pixels)
+        return _list_loader(source, model, max_pixels, strict)
     if isinstance(source, IterableDataset):
         raise InvalidArgumentError(
             "an IterableDataset has no positions to read chunks by; wrap it in a DataLoader "
             "(iterated once, held in memory) or pass a map-style Dataset"
         )
     if isinstance(source, Dataset):
-        return _list_dataset(source, "dataset", type(source).__name__, model, max_pixels)
+        return _list_dataset(source, "dataset", type(source).__name__, model, max_pixels, strict)
     raise InvalidArgumentError(
         "the data to evaluate on is a folder, a .csv or .jsonl manifest, a built-in name "
         f"({', '.join(BUILTINS)}), a pair (images, labels), a Dataset or a DataLoader; "
@@ -504,7 +517,7 @@ def _list_path(path: Path, shown: str, model: Classifier, max_pixels: int) -> _L
 # -- classes -----------------------------------------------------------------------------------
 
 
-def _class_of(value: Any, model: Classifier, where: str) -> int:
+def _class_of(value: Any, model: Classifier, where: str, instead: str = "") -> int:
     """The model's class index for a label given as an index or a name; one-line errors."""
     labels: Labels = model.labels
     count = len(labels)
@@ -526,6 +539,8 @@ def _class_of(value: Any, model: Classifier, where: str) -> int:
             return labels.index(value)
         except TrompeError as error:
             message = f"{where}: {error}"
+            if instead:
+                message = message.replace("pass the index instead", instead)
             if "trompe labels" not in message and model.source != "custom":
                 message += f"; see `trompe labels --model {model.name} {shlex.quote(value)}`"
             raise InvalidArgumentError(message) from None
@@ -538,7 +553,7 @@ def _class_of(value: Any, model: Classifier, where: str) -> int:
 
 
 def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def _list_folder(root: Path, shown: str, model: Classifier, max_pixels: int) -> _Listing:
@@ -565,13 +580,16 @@ def _list_folder(root: Path, shown: str, model: Classifier, max_pixels: int) -> 
         )
     found_items: list[tuple[str, int]] = []
     for folder in folders:
-        label = _class_of(folder.name, model, f"class folder '{folder.name}' in '{shown}'")
+        label = _class_of(
+            folder.name,
+            model,
+            f"class folder '{folder.name}' in '{shown}'",
+            "name the folder by the class index instead",
+        )
         for top, dirs, files in os.walk(folder.path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in files:
-                if _is_image_name(name):
-                    relative = os.path.relpath(os.path.join(top, name), root)
-                    found_items.append((Path(relative).as_posix(), label))
+            prefix = Path(os.path.relpath(top, root)).as_posix() + "/"
+            found_items.extend((prefix + name, label) for name in files if _is_image_name(name))
     if not found_items:
         raise InvalidArgumentError(
             f"no images in the class folders of '{shown}' ({len(folders)} folders; trompe reads "
@@ -832,7 +850,7 @@ def _label_list(labels: Any, count: int) -> list[Any]:
 
 
 def _list_dataset(
-    dataset: Any, kind: str, shown: str, model: Classifier, max_pixels: int
+    dataset: Any, kind: str, shown: str, model: Classifier, max_pixels: int, strict: bool
 ) -> _Listing:
     try:
         size = len(dataset)
@@ -840,22 +858,50 @@ def _list_dataset(
         raise InvalidArgumentError(
             f"the dataset {shown} has no length; give a map-style Dataset with __len__"
         ) from None
-    targets = getattr(dataset, "targets", None)
+    targets = _targets(dataset)
+    keys: list[int] = list(range(size))
     values: list[Any]
+    skipped: list[tuple[str, str]] = []
     if targets is not None and not isinstance(targets, str) and _sized(targets) == size:
         values = list(targets.tolist() if isinstance(targets, torch.Tensor) else targets)
     else:
-        # No label list: read every item once (images included) to learn the labels.
-        values = [_split_item(dataset[i], i)[1] for i in range(size)]
-    classes = [_class_of(v, model, f"dataset item {i}") for i, v in enumerate(values)]
+        # No label list: read every item once (images included) to learn the labels; an item
+        # that cannot be read has no label, and is left out (listed in EvalData.skipped).
+        values, keys = [], []
+        for i in range(size):
+            try:
+                item = dataset[i]
+            except TrompeError:
+                raise
+            except OSError as error:
+                if strict:
+                    raise ImageError(f"item {i} cannot be read: {short_reason(error)}") from None
+                skipped.append((f"#{i}", short_reason(error)))
+                continue
+            values.append(_split_item(item, i)[1])
+            keys.append(i)
+    classes = [_class_of(v, model, f"dataset item {k}") for k, v in zip(keys, values, strict=True)]
     return _Listing(
         kind=kind,
         source=shown,
-        ids=[f"#{i}" for i in range(size)],
+        ids=[f"#{k}" for k in keys],
         labels=classes,
         reader=_DatasetReader(dataset, max_pixels),
-        keys=list(range(size)),
+        keys=keys,
+        skipped=skipped,
     )
+
+
+def _targets(dataset: Any) -> Any:
+    """The dataset's label list: its ``targets``, or a ``Subset``'s share of its dataset's."""
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        inner = _targets(dataset.dataset)
+        if inner is None or isinstance(inner, str) or _sized(inner) != _sized(dataset.dataset):
+            return None
+        return [inner[int(i)] for i in dataset.indices]
+    return getattr(dataset, "targets", None)
 
 
 def _sized(value: Any) -> int | None:
@@ -865,24 +911,36 @@ def _sized(value: Any) -> int | None:
         return None
 
 
-def _list_loader(loader: Any, model: Classifier, max_pixels: int) -> _Listing:
-    from torch.utils.data import IterableDataset, RandomSampler, SequentialSampler
+def _list_loader(loader: Any, model: Classifier, max_pixels: int, strict: bool) -> _Listing:
+    from torch.utils.data import (
+        DistributedSampler,
+        IterableDataset,
+        RandomSampler,
+        SequentialSampler,
+    )
     from torch.utils.data._utils.collate import default_collate
 
     sampler = getattr(loader, "sampler", None)
     shown = f"DataLoader({type(loader.dataset).__name__})"
-    if isinstance(sampler, RandomSampler):
+    if isinstance(sampler, RandomSampler) or getattr(sampler, "shuffle", False) is True:
         raise InvalidArgumentError(
             "a DataLoader that shuffles has no stable order to evaluate, resume or shard by; "
             "pass shuffle=False, or its dataset"
+        )
+    if isinstance(sampler, DistributedSampler):
+        raise InvalidArgumentError(
+            "a DataLoader with a DistributedSampler holds one process's part of the data; pass "
+            "the whole dataset: the evaluation shards it itself (torchrun or shard=(i, n))"
         )
     collate: Callable[..., Any] | None = getattr(loader, "collate_fn", None)
     if (
         isinstance(sampler, SequentialSampler)
         and not isinstance(loader.dataset, IterableDataset)
+        and loader.batch_size is not None
+        and not loader.drop_last
         and collate is default_collate
     ):
-        return _list_dataset(loader.dataset, "dataloader", shown, model, max_pixels)
+        return _list_dataset(loader.dataset, "dataloader", shown, model, max_pixels, strict)
     logger.info("reading all of %s once, into memory", shown)
     batches_images: list[torch.Tensor] = []
     batches_labels: list[Any] = []
@@ -893,6 +951,8 @@ def _list_loader(loader: Any, model: Classifier, max_pixels: int) -> _Listing:
                 f"batch {number} of the DataLoader holds images of type "
                 f"{type(images).__name__}; expected a tensor (B, 3, H, W)"
             )
+        if loader.batch_size is None:  # no batching: one (image, label) item at a time
+            images, labels = images.unsqueeze(0), [labels]
         batches_images.append(images.detach().cpu())
         batches_labels.extend(_label_list(labels, len(images)))
     if not batches_images:

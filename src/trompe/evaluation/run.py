@@ -41,19 +41,19 @@ def run_evaluation(
 ) -> EvaluationReport:
     """Evaluate ``data`` chunk by chunk and return the report.
 
-    With ``out``, each finished chunk's records are appended to
-    ``out/records/part-<i>-of-<n>.jsonl`` (one JSON line per image, flushed and synced) and the
-    summary, figure and config are written atomically at the end; ``resume`` skips the chunks
-    already recorded, after checking the configuration is the same (else a one-line error
-    naming the difference). ``shard=(i, n)`` evaluates chunks ``i, i + n, ...`` only; under
-    ``torchrun`` (``WORLD_SIZE`` > 1) the shard is the process's rank, and rank 0 merges when
-    all are done.
+    With ``out``, the config is written first (``out/config.json``), each finished chunk's
+    records are appended to ``out/records/part-<i>-of-<n>.jsonl`` (one JSON line per image,
+    flushed and synced) and the summary and figure are written atomically at the end;
+    ``resume`` skips the chunks already recorded, after checking the configuration is the same
+    (else a one-line error naming the difference). ``shard=(i, n)`` evaluates chunks
+    ``i, i + n, ...`` only; under ``torchrun`` (``WORLD_SIZE`` > 1) the shard is the process's
+    rank, and rank 0 merges when all are done.
 
     A shard of a job array (``n`` > 1) writes its part only and returns the report of its own
     images; :func:`merge` makes the whole report once every shard is done. Under ``torchrun``
     the processes exchange their records at the end, so every rank returns the same report of
-    the whole data set, and rank 0 alone writes the summary and figure. The progress callback
-    sees the images of this process's shard.
+    the whole data set, and rank 0 alone writes the summary and figure (and calls ``progress``,
+    with the images of its own shard).
 
     Args:
         model: the classifier, on its device.
@@ -179,7 +179,8 @@ def _run_shard(
     """Evaluate this shard's chunks that ``done`` lacks; return all of the shard's chunks."""
     batch = config.batch_size
     mine = list(range(shard[0], data.num_chunks(batch), shard[1]))
-    finished = {c.index: c for c in done if c.index in set(mine)}
+    owned = set(mine)
+    finished = {c.index: c for c in done if c.index in owned}
     tally = _Tally(
         total=sum(min(batch, len(data) - k * batch) for k in mine), budgets=len(config.eps)
     )
@@ -237,12 +238,14 @@ def _run_distributed(
         done: list[ChunkRecord] = []
         # Rank 0 clears or checks the folder before the others join it (a shared file system).
         if store is not None and env.rank == 0:
-            done = store.open(config, labels=labels, resume=resume, force=force)
+            done = store.open(config, labels=labels, resume=resume, force=force, whole=True)
         group.barrier()
         if store is not None and env.rank != 0:
-            done = store.open(config, labels=labels, resume=resume, force=False)
+            done = store.open(config, labels=labels, resume=resume, force=False, join=True)
+        # One progress display for the job: the first process's, on its own shard.
+        shown = progress if env.rank == 0 else None
         try:
-            mine = _run_shard(model, data, config, shard, store, done, save_adversarial, progress)
+            mine = _run_shard(model, data, config, shard, store, done, save_adversarial, shown)
         finally:
             if store is not None:
                 store.close()
