@@ -686,3 +686,103 @@ def art_decision(clf: trompe.Classifier, images: torch.Tensor, attack: str, norm
         return adversarial, counter.images / len(images)
 
     return run
+
+
+# -- whole evaluations: AutoAttack (official), torchattacks' AutoAttack ---------------------------
+
+
+class CallCounting(Counting):
+    """:class:`Counting` that also counts the images whose output a backward pass went through
+    (``gradients``: a hook on the output, so a forward with autograd on but never
+    differentiated is not counted)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__(net)
+        self.gradients = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        if out.requires_grad:
+            size = int(x.shape[0])
+
+            def seen(grad: torch.Tensor) -> None:
+                self.gradients += size
+
+            out.register_hook(seen)  # type: ignore[no-untyped-call]
+        return out
+
+    def reset(self) -> tuple[int, int]:
+        """The counts so far, then zero."""
+        counts = (self.images, self.gradients)
+        self.images = self.gradients = 0
+        return counts
+
+
+#: AutoAttack's attack attributes and the names its log gives them.
+AUTOATTACK_STAGES = {
+    "apgd": "apgd-ce",
+    "apgd_targeted": "apgd-t",
+    "fab": "fab-t",
+    "square": "square",
+}
+
+
+def autoattack_standard(
+    net: nn.Module, norm: str, eps: float, batch: int, device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, list[tuple[str, Any, Any]], str]]:
+    """The official AutoAttack (``fra31/auto-attack``), ``version="standard"``, seed 0; a run
+    returns its output, what each stage was given and returned (stage, inputs, outputs) and its
+    log (what it prints)."""
+    import io
+
+    from autoattack import AutoAttack
+
+    def run(
+        images: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, list[tuple[str, Any, Any]], str]:
+        attack = AutoAttack(
+            net,
+            norm="Linf" if norm == "linf" else "L2",
+            eps=eps,
+            version="standard",
+            seed=0,
+            device=str(device),
+        )
+        calls: list[tuple[str, Any, Any]] = []
+        for attribute, stage in AUTOATTACK_STAGES.items():
+            inner = getattr(attack, attribute)
+            perturb = inner.perturb
+
+            def recorded(x: Any, y: Any, *a: Any, _p: Any = perturb, _s: str = stage) -> Any:
+                out = _p(x, y, *a)
+                calls.append((_s, x.detach().cpu(), out.detach().cpu()))
+                return out
+
+            inner.perturb = recorded
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log):
+            out = attack.run_standard_evaluation(images, labels, bs=batch)
+        return out, calls, log.getvalue()
+
+    return run
+
+
+def torchattacks_autoattack(
+    net: nn.Module, norm: str, eps: float, classes: int
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """torchattacks' ``AutoAttack``, ``version="standard"``, seed 0."""
+    import torchattacks
+
+    def run(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        attack = torchattacks.AutoAttack(
+            net,
+            norm="Linf" if norm == "linf" else "L2",
+            eps=eps,
+            version="standard",
+            n_classes=classes,
+            seed=0,
+        )
+        out: torch.Tensor = attack(images, labels)
+        return out
+
+    return run
