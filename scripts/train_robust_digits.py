@@ -4,13 +4,13 @@ PGD adversarial training (Madry et al., "Towards deep learning models resistant 
 attacks", ICLR 2018, arXiv:1706.06083) of trompe's digits network on the training split of
 scikit-learn's digits (:func:`trompe.models.digits.load_digits`, seed 0, 80 %), at L-inf
 ``--eps`` (default 32/255), each batch replaced by its PGD examples (``--steps`` steps of
-``--step-size``, random start). Seeded, but a re-run need not reproduce the file bit for bit
-(one re-run on a loaded machine gave another SHA-256). About two minutes on two
-cores.
+``--step-size``, random start). Seeded: a re-run here gave the same weights bit for bit, and
+the same file when saved under the same name (``torch.save`` writes the file's name into the
+archive, so ``--out /tmp/x.pt`` gives another SHA-256). Two to eight minutes on two cores.
 
 Usage::
 
-    python scripts/train_robust_digits.py --out src/trompe/data/digits_robust.pt
+    python scripts/train_robust_digits.py --out /tmp/check/digits_robust.pt  # compare the digest
 
 The file is the network's state dict (float32), read back with ``weights_only=True``; its
 SHA-256 is printed, to be pinned in ``trompe/models/registry.py``.

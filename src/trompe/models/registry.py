@@ -467,9 +467,9 @@ def _build_digits() -> nn.Module:
 
 # The small robust model for tests, demos and `trompe evaluate --data digits`: trompe's digits
 # CNN after PGD adversarial training at L-inf 32/255 on the training split of scikit-learn's
-# digits (scripts/train_robust_digits.py, seed 0). A re-run gives a model of the same recipe but
-# not the same bits (one re-run on a loaded machine gave another SHA-256), so the file is pinned
-# here. Its weights ship inside trompe (600 kB); its test split is the built-in data set `digits`.
+# digits (scripts/train_robust_digits.py, seed 0). A re-run gave the same weights, bit for bit;
+# the file's SHA-256 matches only when it is saved as digits_robust.pt (torch.save writes the
+# file's name into the archive). Its weights ship inside trompe (600 kB); its test split is the built-in data set `digits`.
 register_model(
     ModelSpec(
         name="digits_robust",
