@@ -469,7 +469,8 @@ def _build_digits() -> nn.Module:
 # CNN after PGD adversarial training at L-inf 32/255 on the training split of scikit-learn's
 # digits (scripts/train_robust_digits.py, seed 0). A re-run gave the same weights, bit for bit;
 # the file's SHA-256 matches only when it is saved as digits_robust.pt (torch.save writes the
-# file's name into the archive). Its weights ship inside trompe (600 kB); its test split is the built-in data set `digits`.
+# file's name into the archive). Its weights ship inside trompe (600 kB); its test split is the
+# built-in data set `digits`.
 register_model(
     ModelSpec(
         name="digits_robust",
