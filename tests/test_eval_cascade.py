@@ -266,7 +266,7 @@ def test_resolve_named_and_listed_cascades() -> None:
     assert name == "custom"
     assert stages == (
         Stage("apgd-ce", {"steps": 100, "restarts": 1}),
-        Stage("square", {"queries": 5000, "p_init": 0.8}),
+        Stage("square", {"queries": 5000, "p_init": 0.8, "rescale": False}),
     )
     # Aliases resolve to the registry's names; attacks outside the standard take defaults.
     assert resolve_cascade(["apgd", Stage("pgd", {"steps": 5})], "linf")[1] == (

@@ -354,6 +354,7 @@ def test_hyper_parameters_are_reported() -> None:
         "norm": "linf",
         "queries": 5000,
         "p_init": 0.8,
+        "rescale": True,
         "seed": 0,
     }
     params = SimBA(eps=3.0).params()
@@ -463,3 +464,30 @@ def test_l2_rounding_keeps_the_budget_and_most_of_the_change(
     wanted = lp_norm(adversarial - images, "l2")
     noise = math.sqrt(math.prod(size)) / 255
     assert (sizes >= wanted - noise).all()
+
+
+def test_the_unrescaled_schedule_is_autoattacks(
+    digits_clf: Classifier, digits_batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    """AutoAttack's standard Square runs 5000 queries on its 10,000-query schedule: the squares
+    halve at the same iterations whatever the query count (rescale=False); by default trompe fits
+    the schedule to the queries."""
+    assert [p_schedule(0.8, i, 10_000) for i in (10, 11, 50, 51, 4000, 4001)] == [
+        0.8,
+        0.4,
+        0.4,
+        0.2,
+        0.8 / 2**6,
+        0.8 / 2**7,
+    ]
+    assert p_schedule(0.8, 2001, 5000) == p_schedule(0.8, 4002, 10_000)
+    with pytest.raises(InvalidArgumentError, match="rescale"):
+        Square(eps=0.1, rescale=1)  # type: ignore[arg-type]
+    images, labels = digits_batch[0][:16], digits_batch[1][:16]
+    model = digits_clf.with_access("scores")
+    fitted = Square(eps=16 / 255, queries=60, seed=3)(model, images, Untargeted(labels))
+    kept = Square(eps=16 / 255, queries=60, seed=3, rescale=False)(
+        model, images, Untargeted(labels)
+    )
+    # Same start, then other square sizes: the searches part ways.
+    assert not torch.equal(fitted.adversarial, kept.adversarial)

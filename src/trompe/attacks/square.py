@@ -76,6 +76,9 @@ class Square(FixedBudgetAttack):
         p_init: the fraction of the image's pixels that the first squares cover (default 0.8,
             the reference's); it is halved on the reference's schedule, rescaled to
             ``queries``.
+        rescale: fit the reference's schedule (written for 10,000 queries) to ``queries``
+            (default); ``False`` keeps its iteration bounds as they are, as AutoAttack's
+            standard version does with its 5000 queries (larger squares for longer).
         seed: seeds the random search; ``None`` draws a fresh seed.
 
     Example:
@@ -99,10 +102,13 @@ class Square(FixedBudgetAttack):
         norm: Norm = "linf",
         queries: int = 5000,
         p_init: float = 0.8,
+        rescale: bool = True,
         seed: int | None = 0,
     ) -> None:
         super().__init__(eps=eps, norm=norm)
         check_positive("queries", queries, integer=True)
+        if not isinstance(rescale, bool):
+            raise InvalidArgumentError(f"rescale must be True or False, got {rescale!r}")
         check_positive("p_init", p_init)
         if p_init > 1:
             raise InvalidArgumentError(
@@ -110,6 +116,7 @@ class Square(FixedBudgetAttack):
             )
         self.queries = int(queries)
         self.p_init = float(p_init)
+        self.rescale = rescale
         self.seed = seed
 
     def round_into_budget(self, adversarial: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -146,7 +153,7 @@ class Square(FixedBudgetAttack):
             index = (~tracker.done).nonzero().squeeze(1)
             if not len(index):
                 break
-            p = p_schedule(self.p_init, iteration, self.queries)
+            p = p_schedule(self.p_init, iteration, self.queries if self.rescale else 10_000)
             candidates = search.step(index, best[index], p)
             logits = ask_region(model, tracker, images, box, index, candidates)
             tracker.steps[index.cpu()] += 1
@@ -298,7 +305,12 @@ def p_schedule(p_init: float, iteration: int, queries: int) -> float:
     """The fraction of pixels that the squares of ``iteration`` cover (0-based, after the start).
 
     The reference's piecewise-constant schedule for 10,000 queries, halving ``p_init`` at
-    iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000, rescaled to ``queries``.
+    iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000, rescaled to ``queries``
+    (``queries=10_000`` keeps the bounds as they are).
+
+    Example:
+        >>> p_schedule(0.8, 300, 5000), p_schedule(0.8, 300, 10_000)
+        (0.05, 0.1)
     """
     at = int(iteration / queries * 10_000)
     for halvings, bound in enumerate((10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)):

@@ -58,14 +58,15 @@ from trompe.units import format_budget
 __all__ = ["CASCADES", "ChunkOutcome", "resolve_cascade", "run_chunk"]
 
 #: The named cascades. ``standard``: AutoAttack's standard version (APGD-CE, APGD-T over the 9
-#: classes ranked next, FAB-T over the same, Square with 5000 queries), 100 iterations each.
+#: classes ranked next, FAB-T over the same, Square with 5000 queries on the square sizes of its
+#: 10,000-query schedule, as AutoAttack runs it), 100 iterations each.
 #: ``fast``: a documented cheaper cascade.
 CASCADES: dict[str, tuple[Stage, ...]] = {
     "standard": (
         Stage("apgd-ce", {"steps": 100, "restarts": 1}),
         Stage("apgd-t", {"steps": 100, "targets": 9}),
         Stage("fab-t", {"steps": 100, "targets": 9}),
-        Stage("square", {"queries": 5000, "p_init": 0.8}),
+        Stage("square", {"queries": 5000, "p_init": 0.8, "rescale": False}),
     ),
     "fast": (
         Stage("apgd-ce", {"steps": 100, "restarts": 1}),
