@@ -34,7 +34,7 @@ from trompe.attacks import (
     get_attack,
 )
 from trompe.attacks import sweep as run_sweep
-from trompe.attacks.base import ProgressCallback
+from trompe.attacks.base import ProgressCallback, check_count, check_seed
 from trompe.errors import BudgetWarning, InvalidArgumentError
 from trompe.evaluation import (
     EvalConfig,
@@ -46,6 +46,9 @@ from trompe.evaluation import (
     run_evaluation,
 )
 from trompe.evaluation._types import PRECISIONS
+from trompe.evaluation.cascade import EVAL_NORMS
+from trompe.evaluation.distributed import detect as detect_distributed
+from trompe.evaluation.run import check_shard
 from trompe.images import load_image, quantize
 from trompe.models import DEFAULT_MODEL, Classifier, Prediction, load_model
 from trompe.models.registry import resolve_device
@@ -448,10 +451,6 @@ def attack(
 
 #: Images per chunk of an evaluation: the unit of work, of seeding and of resume.
 DEFAULT_EVAL_BATCH_SIZE = 100
-#: The threat models an evaluation runs under.
-EVAL_NORMS = ("linf", "l2")
-#: The largest seed (torch's generators and NumPy take 63 bits).
-_MAX_SEED = 2**63 - 1
 
 
 def evaluation_budgets(
@@ -536,19 +535,8 @@ def evaluation_device(device: str | torch.device | None) -> str | torch.device |
     means this process's own GPU, ``cuda:LOCAL_RANK``; anything else is left as given."""
     if device is None or str(device) != "cuda":
         return device
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        local = int(os.environ["LOCAL_RANK"])
-    except (KeyError, ValueError):
-        return device
-    return f"cuda:{local}" if world > 1 else device
-
-
-def _check_count(value: object, name: str, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{name} must be a whole number above 0, got {value!r}")
+    env = detect_distributed()
+    return device if env is None else f"cuda:{env.local_rank}"
 
 
 def evaluate(
@@ -627,28 +615,18 @@ def evaluate(
     budgets = evaluation_budgets(eps, norm)
     for value in budgets:
         warn_tiny_budget(value, norm)
-    _check_count(n, "n", allow_none=True)
-    _check_count(batch_size, "batch_size")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
-        raise InvalidArgumentError(
-            f"seed must be a whole number from 0 to {_MAX_SEED} (2**63 - 1), got {seed!r}"
-        )
+    if n is not None:
+        check_count("n", n, low=1)
+    check_count("batch_size", batch_size, low=1)
+    if seed is None:
+        raise InvalidArgumentError("seed must be a whole number (an evaluation is reproducible)")
+    check_seed(seed)
     if precision not in PRECISIONS:
         raise InvalidArgumentError(
             f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
         )
     if shard is not None:
-        index, count = shard
-        if (
-            isinstance(index, bool)
-            or isinstance(count, bool)
-            or not isinstance(index, int)
-            or not isinstance(count, int)
-            or not 0 <= index < count
-        ):
-            raise InvalidArgumentError(
-                f"shard is (i, n) with 0 <= i < n (shard 0 of 4 is the first), got {shard!r}"
-            )
+        shard = check_shard(shard)
     if resume and force:
         raise InvalidArgumentError(
             "resume continues the run in the output folder, force starts it over: give one"

@@ -81,15 +81,15 @@ be "broken".
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 
+from trompe.attacks.base import _no_autocast
 from trompe.attacks.goal import Untargeted
 from trompe.attacks.registry import get_attack
 from trompe.attacks.result import AttackResult
@@ -164,16 +164,6 @@ def _images(count: int, total: int) -> str:
     return f"{count} of {total} image" + ("" if total == 1 else "s")
 
 
-@contextlib.contextmanager
-def _float32(device: torch.device) -> Iterator[None]:
-    """Switch off an enclosing autocast: the checks judge the model in float32."""
-    if not torch.amp.is_autocast_available(device.type):
-        yield
-        return
-    with torch.autocast(device_type=device.type, enabled=False):
-        yield
-
-
 # -- before the cascade -------------------------------------------------------------------------
 
 
@@ -206,7 +196,7 @@ def probe_model(
     was_training = model.training
     model.eval()
     try:
-        with _float32(device):
+        with _no_autocast(device):
             found += _check_outputs(model, images, labels)
             if model.access == "gradients":
                 found += _check_gradients(model, images, labels, config)

@@ -24,7 +24,7 @@ from trompe.evaluation.data import EvalData
 from trompe.evaluation.report import EvaluationReport
 from trompe.models.classifier import Classifier
 
-__all__ = ["merge", "run_evaluation"]
+__all__ = ["check_shard", "merge", "run_evaluation"]
 
 
 def run_evaluation(
@@ -98,7 +98,7 @@ def run_evaluation(
         return _run_distributed(
             model, data, config, env, out, resume, force, save_adversarial, progress
         )
-    shard = (0, 1) if shard is None else _check_shard(shard)
+    shard = (0, 1) if shard is None else check_shard(shard)
     store = None if out is None else Store(Path(out), shard)
     labels = _labels(model)
     done = [] if store is None else store.open(config, labels=labels, resume=resume, force=force)
@@ -312,11 +312,16 @@ class _Tally:
 # -- small helpers -------------------------------------------------------------------------------
 
 
-def _check_shard(shard: tuple[int, int]) -> tuple[int, int]:
-    try:
-        i, n = (int(v) for v in shard)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"shard must be (i, n), got {shard!r}") from None
+def check_shard(shard: object) -> tuple[int, int]:
+    """``shard`` as ``(i, n)``: two whole numbers with ``0 <= i < n``; else a one-line
+    :class:`InvalidArgumentError` (checked by :func:`trompe.evaluate` before any work)."""
+    if (
+        not isinstance(shard, tuple | list)
+        or len(shard) != 2
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in shard)
+    ):
+        raise InvalidArgumentError(f"shard must be (i, n), two whole numbers, got {shard!r}")
+    i, n = int(shard[0]), int(shard[1])
     if n < 1 or not 0 <= i < n:
         raise InvalidArgumentError(
             f"shard {i}/{n} does not exist; shards are numbered 0 to n-1 (--shard 0/{max(n, 1)})"
