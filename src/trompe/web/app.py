@@ -95,7 +95,8 @@ class _BodyTooLarge(HTTPException):
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:g} MB" if n >= 100_000 else f"{n:,} bytes"
+    """A size as ``trompe serve --max-upload`` takes it (MiB), or in bytes below one MiB."""
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n:,} bytes"
 
 
 def _too_large_message(limit: int) -> str:
@@ -377,7 +378,7 @@ def _build_request(
     source: str,
 ) -> JobRequest:
     """Validate the fields of a job, as :func:`trompe.attack` would, plus the server's caps."""
-    from trompe.api import check_budget
+    from trompe.api import check_budget, default_eps
     from trompe.attacks import get_attack
 
     model_id = models.resolve(model)
@@ -426,8 +427,14 @@ def _build_request(
                 ("options", key),
                 f"{key} must be at most {cap:,} on this server (its {flag}), got {value}",
             )
+    # The budget trompe.attack would use: the one given, else the attack's, else the norm's.
+    effective = budget.eps
+    if info.minimum_norm:
+        effective = None
+    elif effective is None:
+        effective = info.default_eps if info.default_eps is not None else default_eps(budget.norm)
     try:
-        info.create(eps=None if info.minimum_norm else budget.eps, norm=budget.norm, **chosen)
+        info.create(eps=effective, norm=budget.norm, **chosen)
     except (TypeError, TrompeError, ValueError) as error:
         text = str(error)
         named = next((k for k in chosen if re.search(rf"\b{re.escape(k)}\b", text)), None)
