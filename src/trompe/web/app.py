@@ -40,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 
 from trompe._version import __version__
 from trompe.errors import ImageError, InvalidArgumentError, TrompeError, UnknownLabelError
+from trompe.images import DEFAULT_MAX_PIXELS
 from trompe.web.config import ServerConfig
 from trompe.web.jobs import INPUT_NAME, Job, JobManager, JobRequest, QueueFull, ServerBusy
 
@@ -721,9 +722,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         """The model's top ``k`` classes of a photo (runs here, in the thread pool)."""
         name = _check_image_fields(image, sample)
         model_id = models.resolve(model)
-        if name is not None:
+        if name is not None:  # a bundled photo: trusted, and never over the default cap
             return await run_in_threadpool(
-                models.classify, model_id, _sample_path(name), k, config.max_pixels
+                models.classify, model_id, _sample_path(name), k, DEFAULT_MAX_PIXELS
             )
         assert image is not None
         with tempfile.TemporaryDirectory(dir=scratch["dir"]) as folder:
