@@ -38,7 +38,7 @@ function showError(message, field) {
     const note = el("span", { className: "field-error", textContent: message });
     (input.closest("label, .combo, .eps, .drop") || input).after(note);
   }
-  box.textContent = field ? `${field}: ${message}` : message;
+  box.textContent = field && !message.startsWith(field) ? `${field}: ${message}` : message;
   box.hidden = false;
 }
 
@@ -144,10 +144,13 @@ function pixelated(img, url) {
 
 const norm = (s) => s.toLowerCase().replace(/['.]/g, "").split(/[^\p{L}\p{N}]+/u).filter(Boolean).join(" ");
 
-async function loadLabels(model) {
+function loadLabels(model) {
+  // Once per model; the promise is kept, so that keystrokes during the load share it.
   if (!state.labels[model]) {
-    const out = await api(`/api/labels?model=${encodeURIComponent(model)}`);
-    state.labels[model] = out.labels.map((l) => ({ ...l, keys: [l.name, ...l.synonyms].map(norm) }));
+    state.labels[model] = api(`/api/labels?model=${encodeURIComponent(model)}`).then((out) =>
+      out.labels.map((l) => ({ ...l, keys: [l.name, ...l.synonyms].map(norm) }))
+    );
+    state.labels[model].catch(() => delete state.labels[model]);
   }
   return state.labels[model];
 }
@@ -182,6 +185,7 @@ async function search() {
   } catch (error) {
     return report(error);
   }
+  if (input.value !== query) return; // a later keystroke has its own search
   showList(found);
   clearTimeout(searchTimer);
   if (found.length < 3 && norm(query).length >= 3) {
@@ -204,7 +208,7 @@ function showList(found) {
   const input = $("target");
   list.replaceChildren(
     ...found.map((label, i) => {
-      const item = el("li", { id: `opt-${i}`, textContent: label.name });
+      const item = el("li", { id: `target-opt-${i}`, textContent: label.name });
       item.setAttribute("role", "option");
       item.dataset.index = label.index;
       item.dataset.name = label.name;
@@ -297,7 +301,7 @@ function setAttack() {
   for (const option of attack.options) {
     const type = option.type;
     if (/tensor/i.test(type)) continue;
-    const id = `opt-${option.name}`;
+    const id = `o-${option.name}`;
     let input;
     const choices = type.match(/'[^']*'/g);
     if (type === "bool") {
@@ -407,6 +411,7 @@ async function run(event) {
 
 function follow(job) {
   state.job = job;
+  $("progress-box").dataset.job = job.id;
   $("cancel").hidden = false;
   $("cancel").disabled = false;
   $("progress-box").hidden = false;
