@@ -11,8 +11,6 @@ const state = {
   source: null, // EventSource
   poll: 0,
 };
-// The Python API's budgets when an attack has none of its own (trompe.api.default_eps).
-const FALLBACK_EPS = { linf: 10 / 255, l2: 3.0, l1: 100.0, l0: 100 };
 const pct = (p) => (100 * p).toFixed(p > 0.999 || p < 0.001 ? 2 : 1) + "%";
 
 function el(tag, props, ...children) {
@@ -311,6 +309,7 @@ function setAttack() {
       input.value = option.default;
     } else {
       input = el("input", { type: "number", id, step: /^int/.test(type) ? "1" : "any" });
+      if (option.max != null) input.max = option.max; // the server's cap (steps, queries)
       if (option.default !== null) input.value = option.default;
       else input.placeholder = "default";
     }
@@ -329,17 +328,21 @@ function setNorm() {
   const n = $("norm").value;
   const box = $("eps-box");
   box.hidden = attack.minimum_norm;
-  const own = typeof attack.default_eps === "number" ? attack.default_eps : attack.default_eps && attack.default_eps[n];
-  const eps = own != null ? own : FALLBACK_EPS[n];
+  const byNorm = attack.default_eps_by_norm || {};
+  const eps = n in byNorm ? byNorm[n] : attack.default_eps; // API units; null: the server's
   const input = $("eps");
   const range = $("eps-range");
-  if (n === "l0") {
+  input.placeholder = "default";
+  if (eps == null) {
+    input.value = "";
+  } else if (n === "l0") {
     input.value = Math.round(eps);
+  } else input.value = +(eps * 255).toFixed(2);
+  if (n === "l0") {
     input.step = "1";
     input.max = "";
     $("eps-unit").textContent = "pixels changed at most";
   } else {
-    input.value = +(eps * 255).toFixed(2);
     input.step = "any";
     input.max = n === "linf" ? "255" : "";
     $("eps-unit").textContent = n === "linf" ? "pixel levels of 255, per value" : `${n.toUpperCase()} norm, in pixel levels of 255`;
@@ -366,9 +369,9 @@ function jobForm() {
   if (!attack.minimum_norm) {
     const value = $("eps").value.trim();
     const levels = $("norm").value === "linf";
-    if (value === "" || !(+value >= 0) || (levels && +value > 255))
+    if (value !== "" && (!(+value >= 0) || (levels && +value > 255)))
       throw Object.assign(new Error(`eps must be a number from 0${levels ? " to 255 (pixel levels)" : ""}; change it and run again`), { field: "eps" });
-    form.append("eps", String($("norm").value === "l0" ? +value : +value / 255));
+    if (value !== "") form.append("eps", String($("norm").value === "l0" ? +value : +value / 255));
   }
   if ($("confidence").value !== "") form.append("confidence", $("confidence").value);
   if ($("min-eps").checked) form.append("min_eps", "true");
@@ -422,7 +425,8 @@ function follow(job) {
     source.addEventListener("progress", (e) => update(JSON.parse(e.data)));
     source.addEventListener("end", (e) => {
       source.close();
-      finish(JSON.parse(e.data));
+      const end = JSON.parse(e.data);
+      finish(end.id ? end : { ...job, status: "failed", error: "the job is no longer on the server (it expired); run it again" });
     });
     source.onerror = () => {
       // A proxy that buffers, or a dropped connection: ask every half second instead.
