@@ -540,7 +540,7 @@ async function showResult(job) {
   const n = r.norms;
   const rows = [
     ["L-inf", `${n.linf_255.toFixed(0)} / 255`],
-    ["L2", n.l2_255.toFixed(1)],
+    ["L2 (0-255)", n.l2_255.toFixed(1)],
     ["PSNR", n.psnr_db == null ? "∞" : `${n.psnr_db.toFixed(1)} dB`],
     ["pixels changed", String(n.l0_pixels)],
     ["steps", String(r.steps)],
