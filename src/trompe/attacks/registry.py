@@ -98,8 +98,8 @@ class AttackInfo:
         """The attack's own default budget (one-pixel: 1 pixel), or ``None`` if it has none
         (then the caller picks one, as :func:`trompe.attack` does per norm)."""
         parameter = self._parameters().get("eps")
-        if parameter is None or parameter.default is inspect.Parameter.empty:
-            return None
+        if parameter is None or parameter.default in (inspect.Parameter.empty, None):
+            return None  # none, or an optional one (FAB's eps: a minimum-norm attack's cap)
         return float(parameter.default)
 
     def options(self) -> list[Option]:

@@ -11,11 +11,11 @@ of memory and a full disk (stdout included) are one line with the fix; a reader 
 (``trompe labels | head``) ends the run quietly with 141, as a Unix tool killed by SIGPIPE.
 
 One module per group of verbs: :mod:`.classify`, :mod:`.catalogue` (``models``, ``labels``,
-``attacks``), :mod:`.attack` (``attack``, ``demo``) and :mod:`.evaluate`. Each adds its
-sub-parsers and runs its commands; at the top they import only the standard library and trompe's
-light leaves, and each command imports what it needs (torch, the attacks, rich) when it runs, so
-that ``trompe --help``, ``trompe --version`` and every ``trompe VERB --help`` answer without
-loading torch.
+``attacks``), :mod:`.attack` (``attack``, ``demo``), :mod:`.evaluate` and :mod:`.serve`. Each
+adds its sub-parsers and runs its commands; at the top they import only the standard library and
+trompe's light leaves, and each command imports what it needs (torch, the attacks, rich) when it
+runs, so that ``trompe --help``, ``trompe --version`` and every ``trompe VERB --help`` answer
+without loading torch.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ _EPILOG = """examples:
   trompe labels shepherd                find a class by name
   trompe models                         the built-in models and the other model sources
   trompe evaluate -m digits_robust --data digits --eps 16,32   robust accuracy on a data set
+  trompe serve                          the web page at http://127.0.0.1:8000
 """
 
 
@@ -169,7 +170,7 @@ def budgets(text: str) -> list[float]:
 def _build_parser() -> argparse.ArgumentParser:
     # The verb modules import nothing heavy at their top; importing them here rather than above
     # keeps them free to import this package's exit codes and argument types.
-    from trompe.cli import attack, catalogue, classify, evaluate
+    from trompe.cli import attack, catalogue, classify, evaluate, serve
 
     # --debug is accepted before and after the verb; SUPPRESS keeps the sub-parser's default
     # from overwriting a --debug given before it.
@@ -199,6 +200,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_evaluate(verbs, common)
     catalogue.add_attacks(verbs, common)
     catalogue.add_labels(verbs, common)
+    serve.add_serve(verbs, common)
     return parser
 
 
