@@ -1,6 +1,6 @@
-"""Load: 50 clients at once against a real server with one worker and a queue of eight.
+"""Load: 50 clients at once against a real server with one worker and a queue of four.
 
-A real uvicorn server on 127.0.0.1 (the live-server fixture of ``_web.py``) runs small jobs on
+A real server (``trompe serve``, in its own process, on 127.0.0.1) runs small jobs on
 the built-in ``digits_robust`` model (an 8x8 digit, PGD with a few steps). Fifty client threads
 submit one job each at the same moment and poll the accepted ones to the end, while a prober
 asks ``GET /api/health`` every 50 ms. The issue's promises, checked on that run:
@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,20 +36,24 @@ from typing import Any
 import httpx
 import pytest
 
-from trompe.web import ServerConfig
 from trompe.web.jobs import FILES
 
 pytestmark = pytest.mark.slow
 
 CLIENTS = 50
-QUEUE_SIZE = 8
+#: Four waiting jobs (five accepted with the running one): the run stays well under a minute on
+#: a loaded machine, where a job takes 1 to 3 s (most of it drawing report.png).
+QUEUE_SIZE = 4
 #: The prober's period.
 PROBE_EVERY_S = 0.05
 #: The issue's aim for the health p99 while the worker is busy is 0.2 s; the test allows more,
 #: because two shared CI cores also run the worker, fifty client threads and other jobs.
 HEALTH_P99_BOUND_S = 1.0
-#: A 429 must come back at once: far sooner than a job takes to free a slot.
-REFUSAL_BOUND_S = 1.0
+#: A 429 must come back at once, before the upload is read and far sooner than a job takes to
+#: free a slot (a job takes a second or more): a lone submission to a full queue...
+REFUSAL_BOUND_S = 0.5
+#: ... and the last of the 429s of fifty submissions at once, which wait for each other.
+BURST_REFUSAL_BOUND_S = 2.0
 #: The growth allowed to the server and its worker between the warm-up and the end.
 RSS_GROWTH_BOUND_MB = 64
 #: The whole run, warm-up included.
@@ -210,22 +217,64 @@ def one_client(
         out.error = f"{type(error).__name__}: {error}"
 
 
+@dataclass
+class Served:
+    """A ``trompe serve`` process: its base URL and its pid."""
+
+    url: str
+    pid: int
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Any]:
-    from _web import live_server
+def server(tmp_path: Path) -> Iterator[Served]:
+    """``trompe serve`` as a user runs it, in its own process: one worker, a queue of
+    :data:`QUEUE_SIZE`, on 127.0.0.1 and a free port; stopped by SIGINT at the end.
 
-    config = ServerConfig(
-        port=0,
-        workers=1,
-        queue_size=QUEUE_SIZE,
-        default_model="digits_robust",
-        results_dir=tmp_path / "results",
-    )
-    with live_server(config) as running:
-        yield running
+    Not the in-process server of ``_web.py``: here the server's event loop must not share an
+    interpreter lock with the fifty client threads that load it, or the health latency would
+    measure the test, and the resident memory of the server must not hold the clients'.
+    """
+    log = tmp_path / "serve.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "trompe",
+                "serve",
+                "--port",
+                "0",
+                "--default-model",
+                "digits_robust",
+                "--workers",
+                "1",
+                "--queue",
+                str(QUEUE_SIZE),
+                "--results",
+                str(tmp_path / "results"),
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not log.read_text().startswith("trompe serve: http://"):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"no address within 60 s: {log.read_text()}"
+            time.sleep(0.05)
+        yield Served(log.read_text().split()[2], process.pid)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+    assert process.returncode == 0, log.read_text()
 
 
-def test_fifty_clients_against_one_worker(server: Any) -> None:
+def test_fifty_clients_against_one_worker(server: Served) -> None:
     deadline = time.monotonic() + DEADLINE_S
     url, pid = server.url, server.pid
     png = digit_png()
@@ -241,20 +290,34 @@ def test_fifty_clients_against_one_worker(server: Any) -> None:
     rss_before = tree_rss_kb(pid)
 
     outcomes = [Outcome() for _ in range(CLIENTS)]
-    start = threading.Barrier(CLIENTS)
+    start = threading.Barrier(CLIENTS + 1)
     threads = [
         threading.Thread(target=one_client, args=(url, png, start, deadline, out), daemon=True)
         for out in outcomes
     ]
-    with Prober(url) as prober:
-        time.sleep(0.5)  # some idle samples first
-        began = time.perf_counter()
+    lone: list[tuple[int, float]] = []
+    extra: list[str] = []
+    with Prober(url) as prober, httpx.Client(base_url=url, timeout=30) as client:
         for thread in threads:
             thread.start()
+        start.wait(timeout=30)  # every client is ready: all submit at once
+        began = time.perf_counter()
+        while any(o.status == 0 and o.error is None for o in outcomes):
+            assert time.monotonic() < deadline, "submissions still unanswered at the deadline"
+            time.sleep(0.01)
+        # The queue is full now (its jobs take seconds): lone submissions, without a burst to
+        # wait behind, must be refused at once. One may be taken if a job just finished.
+        for _ in range(3):
+            begin = time.perf_counter()
+            response = submit(client, png)
+            lone.append((response.status_code, time.perf_counter() - begin))
+            if response.status_code == 202:
+                extra.append(response.json()["id"])
         for thread in threads:
             thread.join(timeout=max(1.0, deadline - time.monotonic()))
+        extra_jobs = [wait_done(client, job_id, deadline) for job_id in extra]
+        extra_files = [fetch_files(client, job) for job in extra_jobs if job["status"] == "done"]
         elapsed = time.perf_counter() - began
-        time.sleep(0.3)
     rss_after = tree_rss_kb(pid)
 
     errors = [f"client {i}: {o.error}" for i, o in enumerate(outcomes) if o.error]
@@ -272,7 +335,15 @@ def test_fifty_clients_against_one_worker(server: Any) -> None:
         assert o.retry_after is not None and o.retry_after.isdigit(), o.retry_after
         assert int(o.retry_after) >= 1
     slowest_refusal = max(o.submit_s for o in refused)
-    assert slowest_refusal < REFUSAL_BOUND_S, f"a 429 took {slowest_refusal:.2f} s"
+    assert slowest_refusal < BURST_REFUSAL_BOUND_S, (
+        f"a 429 of the burst took {slowest_refusal:.2f} s"
+    )
+    lone_refusals = [seconds for status, seconds in lone if status == 429]
+    assert lone_refusals, f"the full queue took every lone submission: {lone}"
+    assert max(lone_refusals) < REFUSAL_BOUND_S, f"lone 429s took {lone_refusals} s"
+    assert all(status in (202, 429) for status, _ in lone), lone
+    assert len(extra_files) == len(extra), extra_jobs
+    assert all(set(files) == set(FILES) for files in extra_files), extra_files
 
     for o in accepted:
         assert o.job is not None and o.job["status"] == "done", o.job
@@ -290,8 +361,9 @@ def test_fifty_clients_against_one_worker(server: Any) -> None:
         f"\n{len(accepted)} accepted, {len(refused)} refused in {elapsed:.1f} s; "
         f"health busy p50 {statistics.median(prober.busy) * 1000:.0f} ms, "
         f"p99 {busy_p99 * 1000:.0f} ms ({len(prober.busy)} samples); "
-        f"idle p50 {statistics.median(prober.idle or [0.0]) * 1000:.0f} ms; "
-        f"slowest 429 {slowest_refusal * 1000:.0f} ms; "
+        f"429 p50 {statistics.median(o.submit_s for o in refused) * 1000:.0f} ms, "
+        f"slowest {slowest_refusal * 1000:.0f} ms; "
+        f"lone 429s {', '.join(f'{t * 1000:.0f}' for t in lone_refusals)} ms; "
         f"RSS {rss_before / 1024:.0f} -> {rss_after / 1024:.0f} MB"
     )
     assert busy_p99 < HEALTH_P99_BOUND_S, f"health p99 {busy_p99:.3f} s while busy"
