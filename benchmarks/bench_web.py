@@ -44,6 +44,7 @@ import argparse
 import contextlib
 import gzip
 import json
+import math
 import shlex
 import shutil
 import signal
@@ -108,16 +109,6 @@ def free_port() -> int:
         return port
 
 
-_SERVE = """
-import json, sys
-from pathlib import Path
-from trompe.web import ServerConfig, serve
-settings = json.loads(sys.argv[1])
-settings["results_dir"] = Path(settings["results_dir"])
-serve(ServerConfig(**settings))
-"""
-
-
 @dataclass
 class Server:
     """A server process and its address."""
@@ -130,32 +121,34 @@ class Server:
         return self.process.pid
 
 
+def trompe_command() -> list[str]:
+    """The ``trompe`` console script beside this Python, else ``python -m trompe``."""
+    script = Path(sys.executable).with_name("trompe")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "trompe"]
+
+
 @contextmanager
-def server(results: Path, **settings: Any) -> Iterator[Server]:
-    """A ``trompe.web.serve`` process on 127.0.0.1 with ``settings`` (of :class:`ServerConfig`),
-    ready (its health answers) when entered, stopped when left."""
-    port = free_port()
-    settings = {"host": "127.0.0.1", "port": port, "results_dir": str(results), **settings}
-    process = subprocess.Popen(
-        [sys.executable, "-c", _SERVE, json.dumps(settings)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group: the workers are stopped with it
-    )
-    url = f"http://127.0.0.1:{port}"
+def server(results: Path, *flags: str) -> Iterator[Server]:
+    """``trompe serve --port 0 --results RESULTS FLAGS...`` as a user runs it, ready (its
+    address printed, its health answering) when entered, stopped when left."""
+    log_path = results.with_suffix(".log")
+    with log_path.open("wb") as output:
+        process = subprocess.Popen(
+            [*trompe_command(), "serve", "--port", "0", "--results", str(results), *flags],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the workers are stopped with it
+        )
     try:
         deadline = time.monotonic() + 120
-        while True:
+        while not log_path.read_text().startswith("trompe serve: http://"):
             if process.poll() is not None:
-                assert process.stderr is not None
-                sys.exit(f"bench_web: the server stopped: {process.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+                sys.exit(f"bench_web: the server stopped: {log_path.read_text()[-2000:]}")
             if time.monotonic() > deadline:
-                sys.exit("bench_web: the server did not answer within 120 s")
+                sys.exit("bench_web: the server printed no address within 120 s")
+            time.sleep(0.05)
+        url = log_path.read_text().split()[2]
+        while httpx.get(f"{url}/api/health", timeout=30).status_code != 200:
             time.sleep(0.1)
         yield Server(process, url)
     finally:
@@ -177,6 +170,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def tree_rss_kb(pid: int) -> int:
     """VmRSS of a process and all its descendants, in kB."""
+    return sum(process_rss_kb(pid).values())
+
+
+def process_rss_kb(pid: int) -> dict[int, int]:
+    """VmRSS of a process and of each of its descendants, in kB, by pid."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -185,7 +183,7 @@ def tree_rss_kb(pid: int) -> int:
             except OSError:
                 continue
             children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    total, todo = 0, [pid]
+    sizes, todo = {}, [pid]
     while todo:
         current = todo.pop()
         todo += children.get(current, [])
@@ -193,8 +191,8 @@ def tree_rss_kb(pid: int) -> int:
             lines = Path(f"/proc/{current}/status").read_text().splitlines()
         except OSError:
             continue
-        total += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
-    return total
+        sizes[current] = sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
+    return sizes
 
 
 # -- jobs through the API -------------------------------------------------------------------------
@@ -244,6 +242,8 @@ class Timing:
     wall: float
     attack: float
     server: float | None = None  # the job's own seconds as the server reports them
+    classify: float = 0.0  # the page: photo chosen -> top-5 shown
+    run: float = 0.0  # the page: Run clicked -> result shown
 
     @property
     def overhead(self) -> float:
@@ -267,9 +267,7 @@ def api_run(url: str, photo: bytes) -> Timing:
 
 def cli_run(out: Path) -> Timing:
     """The demo through the CLI, a fresh process as a user types it."""
-    script = Path(sys.executable).with_name("trompe")
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "trompe"]
-    argv += [*DEMO_CLI, "--out", str(out), "--force"]
+    argv = [*trompe_command(), *DEMO_CLI, "--out", str(out), "--force"]
     start = time.perf_counter()
     done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
@@ -283,8 +281,8 @@ def cli_run(out: Path) -> Timing:
 
 
 @contextmanager
-def browser_page(user_dir: Path) -> Iterator[Any]:
-    """A fresh headless chromium page (Playwright), closed when left."""
+def browser(user_dir: Path) -> Iterator[Any]:
+    """A headless chromium (Playwright) with a fresh profile, closed when left."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -292,32 +290,46 @@ def browser_page(user_dir: Path) -> Iterator[Any]:
             str(user_dir), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
         try:
-            yield context.pages[0] if context.pages else context.new_page()
+            yield context
         finally:
             context.close()
 
 
-def page_run(page: Any, url: str, photo: Path) -> Timing:
-    """The demo through the page: choose the photo, pick lemon and PGD, Run, until the result
-    shows. The clock starts when the file is chosen (the upload) and stops when the result
-    panel is visible; the page is loaded before, outside the clock."""
-    page.goto(url)
-    page.wait_for_load_state("networkidle")
-    start = time.perf_counter()
-    page.set_input_files("input[type=file]", str(photo))
-    _choose_target(page, "lemon")
-    page.select_option("#attack", "pgd")
-    page.click("#run")
-    page.wait_for_selector("#result:not([hidden])", timeout=600_000)
-    wall = time.perf_counter() - start
-    result = page.evaluate("window.trompeLastJob && window.trompeLastJob.result")
-    attack = float(result["seconds"]) if result else float("nan")
-    return Timing(wall, attack)
-
-
-def _choose_target(page: Any, name: str) -> None:
-    page.fill("#target", name)
-    page.keyboard.press("Enter")
+def page_run(context: Any, url: str, photo: Path) -> Timing:
+    """The demo through the page, as a person does it without pausing: choose the photo (the
+    page classifies it), type lemon in the search box and take it, PGD at 10 levels, Run, until
+    the result is shown (its images drawn). The page is loaded in a new tab first, outside the
+    clock. ``classify`` is the time to the top-5, ``run`` from the click to the result."""
+    page = context.new_page()
+    try:
+        page.goto(url + "/")
+        page.wait_for_selector("body[data-ready=true]", state="attached", timeout=60_000)
+        start = time.perf_counter()
+        page.set_input_files("#file", str(photo))
+        page.wait_for_function("document.querySelectorAll('#top-now li').length === 5")
+        classified = time.perf_counter()
+        page.locator("#target").fill("lemon")
+        page.wait_for_selector('#target-list [role=option][data-name="lemon"][aria-selected=true]')
+        page.keyboard.press("Enter")
+        page.select_option("#attack", "pgd")
+        page.fill("#eps", "10")
+        clicked = time.perf_counter()
+        page.click("#run")
+        page.wait_for_selector("#result", state="visible", timeout=600_000)
+        end = time.perf_counter()
+        job_id = page.locator("#progress-box").get_attribute("data-job")
+        job = httpx.get(f"{url}/api/jobs/{job_id}", timeout=30).json()
+        if job["result"]["goal"]["class_name"] != "lemon":
+            raise RuntimeError(f"the page ran another goal: {job['result']['goal']}")
+    finally:
+        page.close()
+    return Timing(
+        end - start,
+        float(job["result"]["seconds"]),
+        job.get("seconds"),
+        classify=classified - start,
+        run=end - clicked,
+    )
 
 
 # -- parts ----------------------------------------------------------------------------------------
@@ -330,108 +342,118 @@ def median(values: list[float]) -> float:
 def demo(report: Report, repeats: int, use_page: bool, folder: Path) -> None:
     photo_path = trompe.images.example_path("chelsea")
     photo = photo_path.read_bytes()
-    cli: list[Timing] = []
-    api: list[Timing] = []
-    page_times: list[Timing] = []
-    page_note = ""
-    with server(folder / "demo-results", workers=1, default_model="efficientnet_lite0") as srv:
-        log("demo: cold job (the worker loads the model)")
+    runs: dict[str, list[Timing]] = {"cli": [], "api": [], "page": []}
+    page_note = "" if use_page else "not run (--no-page, or no chromium)"
+    flags = ("--default-model", "efficientnet_lite0", "--workers", "1")
+    with contextlib.ExitStack() as stack:
+        srv = stack.enter_context(server(folder / "demo-results", *flags))
+        log("demo: the cold job (a fresh server)")
         cold = api_run(srv.url, photo)
         log(f"  cold API: {cold.wall:.2f} s (attack {cold.attack:.2f} s)")
-        page_ctx = browser_page(folder / "chromium") if use_page else None
-        page = None
-        if page_ctx is not None:
+        context = None
+        if use_page:
             try:
-                page = page_ctx.__enter__()
+                context = stack.enter_context(browser(folder / "chromium"))
             except Exception as error:
                 page_note = f"no browser: {type(error).__name__}: {error}"
-                page_ctx = None
-        try:
-            for k in range(repeats):
-                order = ["cli", "api", "page"] if k % 2 == 0 else ["page", "api", "cli"]
-                for way in order:
-                    if way == "cli":
-                        cli.append(cli_run(folder / f"cli-{k}"))
-                        log(f"  {k + 1}/{repeats} CLI: {cli[-1].wall:.2f} s")
-                    elif way == "api":
-                        api.append(api_run(srv.url, photo))
-                        log(f"  {k + 1}/{repeats} API: {api[-1].wall:.2f} s")
-                    elif page is not None and not page_note:
-                        try:
-                            page_times.append(page_run(page, srv.url, photo_path))
-                            log(f"  {k + 1}/{repeats} page: {page_times[-1].wall:.2f} s")
-                        except Exception as error:
-                            page_note = f"the page run failed: {type(error).__name__}: {error}"
-                            log(f"  {page_note}")
-        finally:
-            if page_ctx is not None:
-                page_ctx.__exit__(None, None, None)
+        for k in range(repeats):
+            for way in ("cli", "api", "page") if k % 2 == 0 else ("page", "api", "cli"):
+                if way == "cli":
+                    runs[way].append(cli_run(folder / f"cli-{k}"))
+                elif way == "api":
+                    runs[way].append(api_run(srv.url, photo))
+                elif context is None or page_note:
+                    continue
+                else:
+                    try:
+                        runs[way].append(page_run(context, srv.url, photo_path))
+                    except Exception as error:
+                        page_note = f"the page run failed: {type(error).__name__}: {error}"
+                        log(f"  {page_note}")
+                        continue
+                log(f"  {k + 1}/{repeats} {way}: {runs[way][-1].wall:.2f} s")
 
-    report.heading("Demo: the cat to a lemon, PGD, efficientnet_lite0 (seconds)", 2)
+    report.heading("Demo: the cat to a lemon, PGD (eps 10/255), efficientnet_lite0 (s)", 2)
     rows = [
-        ("CLI (`trompe attack`, a fresh process)", cli),
-        ("API, cold (the server's first job)", [cold]),
-        ("API, warm (upload, events, all files)", api),
-        ("page, warm (file chosen -> result shown)", page_times),
+        ("CLI: `trompe attack`, a fresh process", runs["cli"]),
+        ("API, cold: a fresh server's first job", [cold]),
+        ("API, warm: upload, event stream, all 5 files", runs["api"]),
+        ("page, warm: photo chosen -> result shown", runs["page"]),
     ]
     body = []
-    for name, runs in rows:
-        if not runs:
-            body.append([name, "-", "-", "-", "-"])
+    for name, timings in rows:
+        if not timings:
+            body.append([name, "-", "-", "-", "-", "0"])
             continue
-        wall, attack = median([r.wall for r in runs]), median([r.attack for r in runs])
-        over = median([r.overhead for r in runs])
-        body.append([name, f"{wall:.2f}", f"{attack:.2f}", f"{over:.2f}", str(len(runs))])
-    report.table(["way", "wall", "attack's seconds", "wall - attack", "runs"], body)
+        body.append(
+            [
+                name,
+                f"{median([t.wall for t in timings]):.2f}",
+                f"{median([t.attack for t in timings]):.2f}",
+                f"{median([t.overhead for t in timings]):.2f}",
+                "-"
+                if timings[0].server is None
+                else f"{median([float(t.server or 0) for t in timings]):.2f}",
+                str(len(timings)),
+            ]
+        )
+    report.table(
+        ["way", "wall", "attack's seconds", "wall - attack", "job on the server", "runs"], body
+    )
     report.add("")
     lines = []
-    if cli and api:
-        ratios = [a.wall / c.wall for a, c in zip(api, cli, strict=False)]
+    cli, api, pages = runs["cli"], runs["api"], runs["page"]
+    if pages:
         lines.append(
-            f"API warm / CLI wall, per repeat: median {median(ratios):.2f} "
-            f"({', '.join(f'{r:.2f}' for r in ratios)})"
+            f"page, median: photo chosen -> top-5 shown {median([t.classify for t in pages]):.2f}"
+            f" s; Run -> result shown {median([t.run for t in pages]):.2f} s, of which "
+            f"{median([t.run - t.attack for t in pages]):.2f} s are not the attack's"
         )
-    if cli and page_times:
-        ratios = [p.wall / c.wall for p, c in zip(page_times, cli, strict=False)]
-        lines.append(f"page / CLI wall, per repeat: median {median(ratios):.2f}")
-    if api and api[0].server is not None:
-        lines.append(
-            "the server's own job seconds (started -> finished), median: "
-            f"{median([float(r.server or 0) for r in api]):.2f}"
-        )
-    if page_note or (use_page and not page_times):
-        lines.append(f"page: {page_note or 'no run'}")
+    for name, timings in (("API warm", api), ("page", pages)):
+        if cli and timings:
+            ratios = [t.wall / c.wall for t, c in zip(timings, cli, strict=False)]
+            lines.append(
+                f"{name} / CLI wall, per repeat: "
+                + ", ".join(f"{r:.2f}" for r in ratios)
+                + f" (median {median(ratios):.2f})"
+            )
+    if page_note:
+        lines.append(f"page: {page_note}")
     report.bullets(*lines)
 
 
 def weight(report: Report, use_page: bool, folder: Path) -> None:
     rows = []
-    requests: list[tuple[str, int]] = []
-    note = ""
-    with server(folder / "weight-results", workers=1, default_model="efficientnet_lite0") as srv:
+    encodings = []
+    responses: list[Any] = []
+    requests: list[tuple[str, str, int]] = []
+    note = "" if use_page else "requests not counted (--no-page, or no chromium)"
+    flags = ("--default-model", "efficientnet_lite0", "--workers", "1")
+    with server(folder / "weight-results", *flags) as srv:
         with httpx.Client(base_url=srv.url, timeout=60) as client:
             for path in ("/", "/static/app.js", "/static/style.css"):
                 response = client.get(path, headers={"accept-encoding": "identity"})
                 body = response.content if response.status_code == 200 else b""
                 rows.append((path, response.status_code, len(body), len(gzip.compress(body, 6))))
+                asked = client.get(path, headers={"accept-encoding": "gzip"})
+                encodings.append(asked.headers.get("content-encoding", "identity"))
         if use_page:
             try:
-                with browser_page(folder / "chromium-weight") as page:
-                    sizes: list[tuple[str, int]] = []
-
-                    def on_response(response: Any) -> None:
+                with browser(folder / "chromium-weight") as context:
+                    page = context.new_page()
+                    page.on("response", responses.append)
+                    page.goto(srv.url + "/")
+                    page.wait_for_selector("body[data-ready=true]", state="attached")
+                    page.wait_for_load_state("networkidle")
+                    for response in responses:
                         try:
                             size = len(response.body())
-                        except Exception:
-                            size = -1
-                        sizes.append((response.url.removeprefix(srv.url), size))
-
-                    page.on("response", on_response)
-                    page.goto(srv.url)
-                    page.wait_for_load_state("networkidle")
-                    requests = list(sizes)
+                        except Exception:  # a response without a body (a redirect)
+                            size = 0
+                        url = response.url.removeprefix(srv.url)
+                        requests.append((url, response.request.resource_type, size))
             except Exception as error:
-                note = f"no browser count: {type(error).__name__}: {error}"
+                note = f"requests not counted: {type(error).__name__}: {error}"
     report.heading("Page weight", 2)
     report.table(
         ["file", "status", "bytes", "gzip -6"],
@@ -439,14 +461,20 @@ def weight(report: Report, use_page: bool, folder: Path) -> None:
     )
     total, total_gz = sum(r[2] for r in rows), sum(r[3] for r in rows)
     report.add("")
-    report.bullets(f"the page's own files: {total:,} bytes, {total_gz:,} gzipped")
+    report.bullets(
+        f"the page's own files: {total:,} bytes, {total_gz:,} gzipped; the server sends them "
+        f"as: {', '.join(sorted(set(encodings)))} (to a client that accepts gzip)"
+    )
     if requests:
         report.bullets(
-            f"requests on load (until the network is idle): {len(requests)}, "
-            f"{sum(max(0, s) for _, s in requests):,} bytes of bodies: "
-            + ", ".join(f"`{u}` {s:,}" for u, s in requests)
+            f"requests on load (to `data-ready` and the network idle): {len(requests)}, "
+            f"{sum(size for _, _, size in requests):,} bytes of bodies"
         )
-    elif note:
+        report.add("")
+        report.table(
+            ["request", "type", "bytes"], [[f"`{u}`", t, f"{n:,}"] for u, t, n in requests]
+        )
+    if note:
         report.bullets(note)
 
 
@@ -478,7 +506,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[max(1, -(-len(ordered) * q // 100)) - 1]
+    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
 @dataclass
@@ -515,9 +543,18 @@ def digit_png() -> bytes:
     return buffer.getvalue()
 
 
-def load_round(srv: Server, png: bytes) -> dict[str, float]:
-    """One burst of :data:`LOAD_CLIENTS` submissions, each accepted job polled to its files;
-    the server's RSS sampled every 0.2 s meanwhile."""
+def rss_split(pid: int) -> tuple[float, float]:
+    """The server process's RSS and its children's together (the workers and multiprocessing's
+    helper), in MB."""
+    sizes = process_rss_kb(pid)
+    server_kb = sizes.pop(pid, 0)
+    return server_kb / 1024, sum(sizes.values()) / 1024
+
+
+def load_round(srv: Server, png: bytes) -> dict[str, Any]:
+    """One burst of :data:`LOAD_CLIENTS` submissions at once, each accepted job polled to its
+    files; once every submission is answered (the queue full), five lone submissions one after
+    the other, timed. The RSS of the server and its children is sampled every 0.2 s."""
     clients = [Client() for _ in range(LOAD_CLIENTS)]
     barrier = threading.Barrier(LOAD_CLIENTS + 1)
     threads = [
@@ -537,46 +574,62 @@ def load_round(srv: Server, png: bytes) -> dict[str, float]:
     sampler.start()
     barrier.wait()
     began = time.perf_counter()
+    while any(c.status == 0 for c in clients) and any(t.is_alive() for t in threads):
+        time.sleep(0.01)
+    burst = time.perf_counter() - began
+    lone: list[tuple[int, float]] = []
+    with httpx.Client(base_url=srv.url, timeout=120) as client:
+        for _ in range(5):
+            start = time.perf_counter()
+            response = submit(client, LOAD_FIELDS, png, "digit.png")
+            lone.append((response.status_code, time.perf_counter() - start))
+            if response.status_code == 202:
+                fetch_files(client, poll(client, response.json()["id"]))
     for t in threads:
         t.join()
     sampling.set()
     sampler.join()
     time.sleep(0.5)
-    rss_end = tree_rss_kb(srv.pid)
     accepted = [c for c in clients if c.status == 202]
     refused = [c for c in clients if c.status == 429]
     last = max((c.done_at for c in accepted), default=began) - began
+    lone_429 = [seconds for status, seconds in lone if status == 429]
+    server_mb, children_mb = rss_split(srv.pid)
     return {
         "accepted": len(accepted),
         "refused": len(refused),
         "other": LOAD_CLIENTS - len(accepted) - len(refused),
         "ok": sum(c.ok for c in accepted),
+        "burst": burst,
         "refusal_p50": median([c.submit_s for c in refused]),
         "refusal_max": max((c.submit_s for c in refused), default=float("nan")),
         "accept_p50": median([c.submit_s for c in accepted]),
+        "lone": f"{len(lone_429)}/{len(lone)}",
+        "lone_p50": median(lone_429),
+        "lone_max": max(lone_429, default=float("nan")),
         "seconds": last,
         "jobs_per_s": len(accepted) / last if last > 0 else float("nan"),
-        "rss_end": rss_end / 1024,
-        "rss_peak": max(peak[0], rss_end) / 1024,
+        "server_mb": server_mb,
+        "children_mb": children_mb,
+        "rss_peak": peak[0] / 1024,
     }
 
 
 def load(report: Report, rounds: int, folder: Path) -> None:
     png = digit_png()
-    settings = {"workers": 1, "queue_size": LOAD_QUEUE, "default_model": "digits_robust"}
+    flags = ("--default-model", "digits_robust", "--workers", "1", "--queue", str(LOAD_QUEUE))
     probe = Probe()
     stop = threading.Event()
-    figures: list[dict[str, float]] = []
-    with server(folder / "load-results", **settings) as srv:
-        thread = threading.Thread(target=prober, args=(srv.url, stop, probe), daemon=True)
-        thread.start()
-        time.sleep(3)  # idle samples (the worker has started; no job yet)
+    figures: list[dict[str, Any]] = []
+    with server(folder / "load-results", *flags) as srv:
         with httpx.Client(base_url=srv.url, timeout=120) as client:
             for _ in range(2):  # warm-up: the worker loads the model
-                fetch_files(
-                    client, poll(client, submit(client, LOAD_FIELDS, png, "d.png").json()["id"])
-                )
-        rss_start = tree_rss_kb(srv.pid)
+                job = submit(client, LOAD_FIELDS, png, "digit.png").json()
+                fetch_files(client, poll(client, job["id"]))
+        warm = rss_split(srv.pid)
+        thread = threading.Thread(target=prober, args=(srv.url, stop, probe), daemon=True)
+        thread.start()
+        time.sleep(3)  # idle samples: the worker is up, no job
         for k in range(rounds):
             figures.append(load_round(srv, png))
             log(f"  load round {k + 1}/{rounds}: {figures[-1]}")
@@ -584,8 +637,8 @@ def load(report: Report, rounds: int, folder: Path) -> None:
         stop.set()
         thread.join()
     report.heading(
-        f"Load: {LOAD_CLIENTS} clients at once, 1 worker, queue {LOAD_QUEUE}, digits_robust PGD "
-        "5 steps",
+        f"Load: {LOAD_CLIENTS} clients at once, 1 worker, queue {LOAD_QUEUE}, digits_robust, "
+        "PGD 5 steps",
         2,
     )
     report.table(
@@ -605,37 +658,53 @@ def load(report: Report, rounds: int, folder: Path) -> None:
     report.table(
         [
             "round",
-            "accepted",
+            "202",
             "429",
             "other",
             "done + files",
-            "429 p50 / max (ms)",
-            "202 p50 (ms)",
+            "all answered (ms)",
+            "burst 429 p50 / max (ms)",
+            "burst 202 p50 (ms)",
+            "lone 429s",
+            "lone 429 p50 / max (ms)",
             "last done (s)",
             "jobs/s",
-            "RSS peak / end (MB)",
         ],
         [
             [
                 str(k + 1),
-                str(int(f["accepted"])),
-                str(int(f["refused"])),
-                str(int(f["other"])),
-                str(int(f["ok"])),
+                str(f["accepted"]),
+                str(f["refused"]),
+                str(f["other"]),
+                str(f["ok"]),
+                f"{f['burst'] * 1000:.0f}",
                 f"{f['refusal_p50'] * 1000:.0f} / {f['refusal_max'] * 1000:.0f}",
                 f"{f['accept_p50'] * 1000:.0f}",
+                f["lone"],
+                f"{f['lone_p50'] * 1000:.0f} / {f['lone_max'] * 1000:.0f}",
                 f"{f['seconds']:.1f}",
                 f"{f['jobs_per_s']:.2f}",
-                f"{f['rss_peak']:.0f} / {f['rss_end']:.0f}",
             ]
             for k, f in enumerate(figures)
         ],
     )
     report.add("")
-    report.bullets(
-        f"server + children RSS after the warm-up: {rss_start / 1024:.0f} MB; health errors: "
-        f"{probe.errors}"
+    report.table(
+        ["RSS (MB)", "server", "children (worker)", "together", "peak during the round"],
+        [["after the warm-up", f"{warm[0]:.0f}", f"{warm[1]:.0f}", f"{sum(warm):.0f}", "-"]]
+        + [
+            [
+                f"after round {k + 1}",
+                f"{f['server_mb']:.0f}",
+                f"{f['children_mb']:.0f}",
+                f"{f['server_mb'] + f['children_mb']:.0f}",
+                f"{f['rss_peak']:.0f}",
+            ]
+            for k, f in enumerate(figures)
+        ],
     )
+    report.add("")
+    report.bullets(f"health requests that failed: {probe.errors}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import signal
 import statistics
 import subprocess
@@ -112,8 +113,7 @@ def percentile(values: list[float], q: float) -> float:
     """The ``q``-th percentile (0-100), nearest rank: a p99 of fewer than 100 samples is their
     maximum."""
     ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))
-    return ordered[int(rank) - 1]
+    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
 @dataclass
