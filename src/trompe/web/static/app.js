@@ -32,6 +32,8 @@ function showError(message, field) {
   const box = $("error");
   const input = field && document.querySelector(`[data-field="${field}"]`);
   if (input) {
+    const details = input.closest("details");
+    if (details) details.open = true;
     input.setAttribute("aria-invalid", "true");
     const note = el("span", { className: "field-error", textContent: message });
     (input.closest("label, .combo, .eps, .drop") || input).after(note);
