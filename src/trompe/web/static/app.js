@@ -275,9 +275,15 @@ function group(attack) {
 }
 
 function firstSentence(text) {
+  // Up to the first "." or ";" outside parentheses: "(default 0.01, the paper's)" stays whole.
   const flat = (text || "").replace(/``/g, "").replace(/\s+/g, " ").trim();
-  const end = flat.search(/[.;:](\s|$)/);
-  return end > 0 ? flat.slice(0, end) + "." : flat;
+  let depth = 0;
+  for (let i = 0; i < flat.length; i++) {
+    const c = flat[i];
+    depth += c === "(" ? 1 : c === ")" && depth > 0 ? -1 : 0;
+    if (!depth && (c === "." || c === ";") && (i + 1 === flat.length || flat[i + 1] === " ")) return flat.slice(0, i) + ".";
+  }
+  return flat;
 }
 
 function currentAttack() {
@@ -321,7 +327,10 @@ function setAttack() {
     const label = el("label", { className: type === "bool" ? "inline" : "" });
     if (type === "bool") label.append(input, " " + option.name);
     else label.append(option.name + " ", input);
-    box.append(label, el("small", { textContent: firstSentence(option.help) }));
+    let line = firstSentence(option.help);
+    if (line.length > 140) line = line.slice(0, line.lastIndexOf(" ", 139)) + "…";
+    input.setAttribute("aria-describedby", `${id}-help`);
+    box.append(label, el("small", { id: `${id}-help`, textContent: line, title: option.help || "" }));
   }
 }
 
