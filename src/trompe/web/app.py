@@ -40,6 +40,7 @@ from starlette.concurrency import run_in_threadpool
 
 from trompe._version import __version__
 from trompe.errors import ImageError, InvalidArgumentError, TrompeError, UnknownLabelError
+from trompe.images import DEFAULT_MAX_PIXELS
 from trompe.web.config import ServerConfig
 from trompe.web.jobs import INPUT_NAME, Job, JobManager, JobRequest, QueueFull, ServerBusy
 
@@ -95,7 +96,8 @@ class _BodyTooLarge(HTTPException):
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:g} MB" if n >= 100_000 else f"{n:,} bytes"
+    """A size as ``trompe serve --max-upload`` takes it (MiB), or in bytes below one MiB."""
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n:,} bytes"
 
 
 def _too_large_message(limit: int) -> str:
@@ -377,7 +379,7 @@ def _build_request(
     source: str,
 ) -> JobRequest:
     """Validate the fields of a job, as :func:`trompe.attack` would, plus the server's caps."""
-    from trompe.api import check_budget
+    from trompe.api import check_budget, default_eps
     from trompe.attacks import get_attack
 
     model_id = models.resolve(model)
@@ -426,8 +428,14 @@ def _build_request(
                 ("options", key),
                 f"{key} must be at most {cap:,} on this server (its {flag}), got {value}",
             )
+    # The budget trompe.attack would use: the one given, else the attack's, else the norm's.
+    effective = budget.eps
+    if info.minimum_norm:
+        effective = None
+    elif effective is None:
+        effective = info.default_eps if info.default_eps is not None else default_eps(budget.norm)
     try:
-        info.create(eps=None if info.minimum_norm else budget.eps, norm=budget.norm, **chosen)
+        info.create(eps=effective, norm=budget.norm, **chosen)
     except (TypeError, TrompeError, ValueError) as error:
         text = str(error)
         named = next((k for k in chosen if re.search(rf"\b{re.escape(k)}\b", text)), None)
@@ -714,9 +722,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         """The model's top ``k`` classes of a photo (runs here, in the thread pool)."""
         name = _check_image_fields(image, sample)
         model_id = models.resolve(model)
-        if name is not None:
+        if name is not None:  # a bundled photo: trusted, and never over the default cap
             return await run_in_threadpool(
-                models.classify, model_id, _sample_path(name), k, config.max_pixels
+                models.classify, model_id, _sample_path(name), k, DEFAULT_MAX_PIXELS
             )
         assert image is not None
         with tempfile.TemporaryDirectory(dir=scratch["dir"]) as folder:

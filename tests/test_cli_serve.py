@@ -1,0 +1,156 @@
+"""``trompe serve`` as a user runs it: a subprocess on 127.0.0.1 and a free port, stopped by
+Ctrl-C (SIGINT) or SIGTERM, leaving no process behind; bad flags are one line and exit 2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from _helpers import one_line_error, run_cli
+
+
+def children_of(pid: int) -> set[int]:
+    """Every living descendant of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc for the worker processes")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_starts_answers_and_stops(tmp_path: Path, signum: int) -> None:
+    results = tmp_path / "results"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trompe",
+            "serve",
+            "--port",
+            "0",
+            "--default-model",
+            "digits_robust",
+            "--results",
+            str(results),
+            "--queue",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("trompe serve: http://127.0.0.1:"), (line, server.stderr)
+        assert line.rstrip().endswith("(Ctrl-C stops)")
+        base = line.split()[2]
+        health = httpx.get(f"{base}/api/health", timeout=30)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert health.json()["queue"]["queue_size"] == 2
+        assert httpx.get(f"{base}/api/models", timeout=30).json()["default"] == "digits_robust"
+        workers = children_of(server.pid)
+        server.send_signal(signum)
+        _, err = server.communicate(timeout=60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, err
+    assert "Traceback" not in err, err
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if alive(pid)], "worker processes left behind"
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--port", "70000"], ["--port", "65535"]),
+        (["--port", "http"], ["--port"]),
+        (["--workers", "0"], ["--workers", "whole number"]),
+        (["--queue", "-1"], ["--queue"]),
+        (["--job-timeout", "-5"], ["--job-timeout", "seconds"]),
+        (["--result-ttl", "nan"], ["--result-ttl"]),
+        (["--max-upload", "lots"], ["--max-upload", "MiB"]),
+        (["--disk-quota", "0"], ["--disk-quota"]),
+        (["--max-pixels", "0"], ["--max-pixels"]),
+        (["--max-steps", "1.5"], ["--max-steps"]),
+        (["--allow-origin", "evil.example"], ["--allow-origin", "origin"]),
+        (["--allow-origin", "https://example.org/path"], ["--allow-origin"]),
+        (["--device", "tpu"], ["--device"]),
+        (["--model", ""], ["--model"]),
+        (["--bogus"], ["unrecognized"]),
+    ],
+)
+def test_bad_flags_are_one_line(flags: list[str], words: list[str]) -> None:
+    one_line_error(run_cli("serve", *flags), 2, *words)
+
+
+def test_without_the_web_extra() -> None:
+    code = (
+        "import sys; sys.modules['uvicorn'] = None; from trompe.cli import main; "
+        "sys.exit(main(['serve', '--port', '0']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    one_line_error(result, 1, 'pip install "trompe[web]"')
+
+
+def test_port_in_use_is_one_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), "--default-model", "digits_robust")
+    one_line_error(result, 1, f"127.0.0.1:{port}", "--port")
+
+
+def test_help_does_not_import_the_web_framework() -> None:
+    code = (
+        "import sys; from trompe.cli import main\n"
+        "try:\n    main(['serve', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'torch') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--max-steps" in result.stdout and "--allow-origin" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
