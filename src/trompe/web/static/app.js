@@ -486,7 +486,18 @@ function update(job) {
       p.total ? `images ${p.done || 0}/${p.total}` : "",
     ].filter(Boolean).join(" · ");
   }
+  say(text, job.status);
+}
+
+let spoken = { at: 0, status: "" };
+function say(text, status) {
+  // Every step on screen; for a screen reader, changes of status and at most one line in 3 s.
   $("progress-text").textContent = text;
+  const now = Date.now();
+  if (status !== spoken.status || now - spoken.at > 3000) {
+    $("progress-live").textContent = text;
+    spoken = { at: now, status };
+  }
 }
 
 function stopped() {
@@ -504,12 +515,12 @@ function finish(job) {
   bar.max = 1;
   bar.value = job.status === "done" ? 1 : 0;
   if (job.status === "done") {
-    $("progress-text").textContent = `done in ${job.seconds != null ? job.seconds.toFixed(1) : "?"} s`;
+    say(`done in ${job.seconds != null ? job.seconds.toFixed(1) : "?"} s`, "done");
     showResult(job);
   } else if (job.status === "cancelled") {
-    $("progress-text").textContent = "cancelled";
+    say("cancelled", "cancelled");
   } else {
-    $("progress-text").textContent = "failed";
+    say("failed", "failed");
     showError(job.error || "the attack failed");
   }
 }
@@ -518,7 +529,7 @@ async function cancel() {
   const job = state.job;
   if (!job) return;
   $("cancel").disabled = true;
-  $("progress-text").textContent = "cancelling…";
+  say("cancelling…", "cancelling");
   try {
     const now = await api(job.urls.self, { method: "DELETE" });
     if (["done", "failed", "cancelled"].includes(now.status)) finish(now);
