@@ -76,7 +76,20 @@ def test_serve_starts_answers_and_stops(tmp_path: Path, signum: int) -> None:
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert health.json()["queue"]["queue_size"] == 2
         assert httpx.get(f"{base}/api/models", timeout=30).json()["default"] == "digits_robust"
+        # One small job, so that a worker process runs, then the signal.
+        job = httpx.post(
+            f"{base}/api/jobs",
+            data={"sample": "chelsea", "resolution": "model", "options": '{"steps": 2}'},
+            timeout=30,
+        ).json()
+        deadline = time.monotonic() + 120
+        while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            job = httpx.get(f"{base}{job['urls']['self']}", timeout=30).json()
+        assert job["status"] == "done", job
+        assert (results / job["id"] / "adversarial.png").is_file()
         workers = children_of(server.pid)
+        assert workers
         server.send_signal(signum)
         _, err = server.communicate(timeout=60)
     finally:

@@ -187,7 +187,44 @@ def test_a_file_that_is_not_an_image_shows_the_api_sentence(page: Page) -> None:
     expect(page.locator("#classified")).to_be_hidden()
 
 
+def test_a_dropped_photo_is_classified(page: Page) -> None:
+    """Drag and drop: a file dropped on the photo area, as a file manager would drop it."""
+    page.evaluate(
+        """async () => {
+            const blob = await (await fetch("/api/samples/coffee")).blob();
+            const data = new DataTransfer();
+            data.items.add(new File([blob], "my coffee.png", { type: "image/png" }));
+            const drop = document.getElementById("drop");
+            drop.dispatchEvent(new DragEvent("dragover", { dataTransfer: data, bubbles: true }));
+            drop.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true }));
+        }"""
+    )
+    expect(page.locator("#top-now li")).to_have_count(5, timeout=CLASSIFY_S * 1000)
+    assert page.locator("#top-now li .name").first.inner_text() == "espresso"
+
+
+def test_a_refused_field_is_named_next_to_it(page: Page) -> None:
+    """A 422 from the API: its ``msg`` beside the field of its ``loc``, and in the alert."""
+    upload_cat(page)
+    page.click("input[name=goal][value=any]")
+    page.click("#setup summary")
+    page.fill("#confidence", "1.5")
+    page.click("#run")
+    note = page.locator("#confidence").locator("xpath=ancestor::label/following-sibling::*[1]")
+    expect(note).to_have_class("field-error")
+    expect(note).to_contain_text("confidence must be")
+    expect(page.locator("#confidence")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#error")).to_contain_text("confidence must be")
+    expect(page.locator("#run")).to_be_enabled()
+    expect(page.locator("#result")).to_be_hidden()
+
+
 def test_cancel_stops_a_running_job(page: Page, server: str) -> None:
+    """Cancel, with the polling the page falls back to when it has no event stream."""
+    page.add_init_script("delete window.EventSource")
+    page.reload()
+    expect(page.locator("body[data-ready=true]")).to_be_attached(timeout=30_000)
+    assert page.evaluate("typeof EventSource") == "undefined"
     upload_cat(page)
     choose_target(page, "lemon", "lemon")
     page.select_option("#attack", "pgd")

@@ -113,9 +113,9 @@ def add_serve(verbs: Verbs, common: Parser) -> None:
         "serve",
         parents=[common],
         help="the web page and its JSON API",
-        description="Serve a web page that turns a photo into an adversarial image, and the "
-        "JSON API under it, on 127.0.0.1 unless told otherwise. Attacks run in worker "
-        "processes with a bounded queue; every limit below is the server's, not the client's.",
+        description="Serve a web page that turns a photo into an adversarial image, and the\n"
+        "JSON API under it, on 127.0.0.1 unless told otherwise. Attacks run in worker\n"
+        "processes behind a bounded queue; every limit below is the server's, not the client's.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -145,10 +145,17 @@ def add_serve(verbs: Verbs, common: Parser) -> None:
         metavar="DIR",
         help="where job folders live (default: a temporary folder, removed on exit)",
     )
-    add("--workers", type=positive_int, default=defaults.workers, help="worker processes")
+    add(
+        "--workers",
+        type=positive_int,
+        default=defaults.workers,
+        metavar="N",
+        help=f"worker processes, one attack each at a time (default {defaults.workers})",
+    )
     add(
         "--queue",
         type=positive_int,
+        metavar="N",
         default=defaults.queue_size,
         help=f"jobs that may wait (default {defaults.queue_size}); beyond it: 429",
     )
@@ -183,18 +190,21 @@ def add_serve(verbs: Verbs, common: Parser) -> None:
     add(
         "--max-pixels",
         type=positive_int,
+        metavar="N",
         default=defaults.max_pixels,
         help=f"the largest image in pixels (default {defaults.max_pixels:,})",
     )
     add(
         "--max-steps",
         type=positive_int,
+        metavar="N",
         default=defaults.max_steps,
         help=f"the most steps a job may ask for (default {defaults.max_steps:,})",
     )
     add(
         "--max-queries",
         type=positive_int,
+        metavar="N",
         default=defaults.max_queries,
         help=f"the most queries of a black-box job (default {defaults.max_queries:,})",
     )

@@ -318,11 +318,12 @@ class _Models:
 
     def classify(self, name: str, path: Path, k: int, max_pixels: int) -> dict[str, Any]:
         """The top ``k`` classes of the image at ``path`` (an upload or a sample)."""
-        image = _load(path, max_pixels)
-        model = self.load(name)
-        k = min(k, model.num_classes)
-        with self._lock:
-            top = model.predict(image, k=k)[0]
+        with _DECODING:
+            image = _load(path, max_pixels)
+            model = self.load(name)
+            k = min(k, model.num_classes)
+            with self._lock:
+                top = model.predict(image, k=k)[0]
         return {
             "model": name,
             "width": int(image.shape[-1]),
@@ -331,10 +332,21 @@ class _Models:
         }
 
 
+#: Images held decoded at once in the server process: a decoded image takes 12 bytes a pixel,
+#: so that many concurrent uploads wait for their turn rather than add up.
+_DECODING = threading.BoundedSemaphore(2)
+
+
+def _check_image(path: Path, max_pixels: int) -> None:
+    """Read an upload once (then let it go), to refuse what is not an image before it queues."""
+    with _DECODING:
+        _load(path, max_pixels)
+
+
 def _load(path: Path, max_pixels: int) -> Any:
     """The image of an upload, or the HTTP error that says why not: 422 over the pixel cap,
     415 for anything that is not an image of the allowed formats. Messages never show the
-    server's path."""
+    server's path. Callers hold :data:`_DECODING`."""
     from trompe.images import load_image
 
     try:
@@ -776,7 +788,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             else:
                 assert image is not None
                 await run_in_threadpool(_store_upload, image, path, config.max_upload_bytes)
-                await run_in_threadpool(_load, path, config.max_pixels)
+                await run_in_threadpool(_check_image, path, config.max_pixels)
             job = await run_in_threadpool(manager.submit, job_id, request)
         except QueueFull as error:
             manager.discard(job_id)

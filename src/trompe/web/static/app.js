@@ -32,6 +32,8 @@ function showError(message, field) {
   const box = $("error");
   const input = field && document.querySelector(`[data-field="${field}"]`);
   if (input) {
+    const details = input.closest("details");
+    if (details) details.open = true;
     input.setAttribute("aria-invalid", "true");
     const note = el("span", { className: "field-error", textContent: message });
     (input.closest("label, .combo, .eps, .drop") || input).after(note);
@@ -273,9 +275,15 @@ function group(attack) {
 }
 
 function firstSentence(text) {
+  // Up to the first "." or ";" outside parentheses: "(default 0.01, the paper's)" stays whole.
   const flat = (text || "").replace(/``/g, "").replace(/\s+/g, " ").trim();
-  const end = flat.search(/[.;:](\s|$)/);
-  return end > 0 ? flat.slice(0, end) + "." : flat;
+  let depth = 0;
+  for (let i = 0; i < flat.length; i++) {
+    const c = flat[i];
+    depth += c === "(" ? 1 : c === ")" && depth > 0 ? -1 : 0;
+    if (!depth && (c === "." || c === ";") && (i + 1 === flat.length || flat[i + 1] === " ")) return flat.slice(0, i) + ".";
+  }
+  return flat;
 }
 
 function currentAttack() {
@@ -319,7 +327,10 @@ function setAttack() {
     const label = el("label", { className: type === "bool" ? "inline" : "" });
     if (type === "bool") label.append(input, " " + option.name);
     else label.append(option.name + " ", input);
-    box.append(label, el("small", { textContent: firstSentence(option.help) }));
+    let line = firstSentence(option.help);
+    if (line.length > 140) line = line.slice(0, line.lastIndexOf(" ", 139)) + "…";
+    input.setAttribute("aria-describedby", `${id}-help`);
+    box.append(label, el("small", { id: `${id}-help`, textContent: line, title: option.help || "" }));
   }
 }
 
@@ -475,7 +486,18 @@ function update(job) {
       p.total ? `images ${p.done || 0}/${p.total}` : "",
     ].filter(Boolean).join(" · ");
   }
+  say(text, job.status);
+}
+
+let spoken = { at: 0, status: "" };
+function say(text, status) {
+  // Every step on screen; for a screen reader, changes of status and at most one line in 3 s.
   $("progress-text").textContent = text;
+  const now = Date.now();
+  if (status !== spoken.status || now - spoken.at > 3000) {
+    $("progress-live").textContent = text;
+    spoken = { at: now, status };
+  }
 }
 
 function stopped() {
@@ -493,12 +515,12 @@ function finish(job) {
   bar.max = 1;
   bar.value = job.status === "done" ? 1 : 0;
   if (job.status === "done") {
-    $("progress-text").textContent = `done in ${job.seconds != null ? job.seconds.toFixed(1) : "?"} s`;
+    say(`done in ${job.seconds != null ? job.seconds.toFixed(1) : "?"} s`, "done");
     showResult(job);
   } else if (job.status === "cancelled") {
-    $("progress-text").textContent = "cancelled";
+    say("cancelled", "cancelled");
   } else {
-    $("progress-text").textContent = "failed";
+    say("failed", "failed");
     showError(job.error || "the attack failed");
   }
 }
@@ -507,7 +529,7 @@ async function cancel() {
   const job = state.job;
   if (!job) return;
   $("cancel").disabled = true;
-  $("progress-text").textContent = "cancelling…";
+  say("cancelling…", "cancelling");
   try {
     const now = await api(job.urls.self, { method: "DELETE" });
     if (["done", "failed", "cancelled"].includes(now.status)) finish(now);
