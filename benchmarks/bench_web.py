@@ -382,32 +382,37 @@ def demo(report: Report, repeats: int, use_page: bool, folder: Path) -> None:
     ]
     body = []
     for name, timings in rows:
-        if not timings:
-            body.append([name, "-", "-", "-", "-", "0"])
-            continue
-        body.append(
-            [
-                name,
-                f"{median([t.wall for t in timings]):.2f}",
-                f"{median([t.attack for t in timings]):.2f}",
-                f"{median([t.overhead for t in timings]):.2f}",
-                "-"
-                if timings[0].server is None
-                else f"{median([float(t.server or 0) for t in timings]):.2f}",
-                str(len(timings)),
-            ]
-        )
+        cells = [name, "-", "-", "-", "-", "-", "0"]
+        if timings:
+            cells[1] = f"{median([t.wall for t in timings]):.2f}"
+            cells[2] = f"{median([t.attack for t in timings]):.2f}"
+            cells[3] = f"{median([t.overhead for t in timings]):.2f}"
+            cells[6] = str(len(timings))
+            if timings[0].server is not None:
+                cells[4] = f"{median([float(t.server or 0) for t in timings]):.2f}"
+                cells[5] = f"{median([t.wall - float(t.server or 0) for t in timings]):.2f}"
+        body.append(cells)
     report.table(
-        ["way", "wall", "attack's seconds", "wall - attack", "job on the server", "runs"], body
+        [
+            "way",
+            "wall",
+            "attack's seconds",
+            "wall - attack",
+            "job on the worker",
+            "wall - job",
+            "runs",
+        ],
+        body,
     )
     report.add("")
     lines = []
     cli, api, pages = runs["cli"], runs["api"], runs["page"]
     if pages:
         lines.append(
-            f"page, median: photo chosen -> top-5 shown {median([t.classify for t in pages]):.2f}"
+            f"page, medians: photo chosen -> top-5 shown {median([t.classify for t in pages]):.2f}"
             f" s; Run -> result shown {median([t.run for t in pages]):.2f} s, of which "
-            f"{median([t.run - t.attack for t in pages]):.2f} s are not the attack's"
+            f"{median([t.run - float(t.server or 0) for t in pages]):.2f} s outside the job on "
+            "the worker"
         )
     for name, timings in (("API warm", api), ("page", pages)):
         if cli and timings:
@@ -426,7 +431,7 @@ def weight(report: Report, use_page: bool, folder: Path) -> None:
     rows = []
     encodings = []
     responses: list[Any] = []
-    requests: list[tuple[str, str, int]] = []
+    requests: list[tuple[str, str, int, int]] = []
     note = "" if use_page else "requests not counted (--no-page, or no chromium)"
     flags = ("--default-model", "efficientnet_lite0", "--workers", "1")
     with server(folder / "weight-results", *flags) as srv:
@@ -441,17 +446,18 @@ def weight(report: Report, use_page: bool, folder: Path) -> None:
             try:
                 with browser(folder / "chromium-weight") as context:
                     page = context.new_page()
-                    page.on("response", responses.append)
+                    page.on("response", lambda response: responses.append(response))
                     page.goto(srv.url + "/")
                     page.wait_for_selector("body[data-ready=true]", state="attached")
                     page.wait_for_load_state("networkidle")
                     for response in responses:
                         try:
-                            size = len(response.body())
+                            body = response.body()
                         except Exception:  # a response without a body (a redirect)
-                            size = 0
+                            body = b""
+                        size, zipped = len(body), len(gzip.compress(body, 6))
                         url = response.url.removeprefix(srv.url)
-                        requests.append((url, response.request.resource_type, size))
+                        requests.append((url, response.request.resource_type, size, zipped))
             except Exception as error:
                 note = f"requests not counted: {type(error).__name__}: {error}"
     report.heading("Page weight", 2)
@@ -468,11 +474,13 @@ def weight(report: Report, use_page: bool, folder: Path) -> None:
     if requests:
         report.bullets(
             f"requests on load (to `data-ready` and the network idle): {len(requests)}, "
-            f"{sum(size for _, _, size in requests):,} bytes of bodies"
+            f"{sum(r[2] for r in requests):,} bytes of bodies, "
+            f"{sum(r[3] for r in requests):,} if each were gzipped"
         )
         report.add("")
         report.table(
-            ["request", "type", "bytes"], [[f"`{u}`", t, f"{n:,}"] for u, t, n in requests]
+            ["request", "type", "bytes", "gzip -6"],
+            [[f"`{u}`", t, f"{n:,}", f"{z:,}"] for u, t, n, z in requests],
         )
     if note:
         report.bullets(note)
@@ -480,9 +488,13 @@ def weight(report: Report, use_page: bool, folder: Path) -> None:
 
 @dataclass
 class Probe:
+    """Health latencies: ``idle`` in the windows the benchmark keeps quiet (``quiet`` set: the
+    worker up, no job, no client), ``busy`` whenever the server says a job runs or waits."""
+
     idle: list[float] = field(default_factory=list)
     busy: list[float] = field(default_factory=list)
     errors: int = 0
+    quiet: bool = False
 
 
 def prober(url: str, stop: threading.Event, out: Probe) -> None:
@@ -494,7 +506,10 @@ def prober(url: str, stop: threading.Event, out: Probe) -> None:
                 response = client.get("/api/health")
                 elapsed = time.perf_counter() - start
                 queue = response.json()["queue"]
-                (out.busy if queue["running"] or queue["waiting"] else out.idle).append(elapsed)
+                if queue["running"] or queue["waiting"]:
+                    out.busy.append(elapsed)
+                elif out.quiet:
+                    out.idle.append(elapsed)
             except (httpx.HTTPError, ValueError, KeyError):
                 out.errors += 1
             next_at += PROBE_EVERY_S
@@ -629,11 +644,12 @@ def load(report: Report, rounds: int, folder: Path) -> None:
         warm = rss_split(srv.pid)
         thread = threading.Thread(target=prober, args=(srv.url, stop, probe), daemon=True)
         thread.start()
-        time.sleep(3)  # idle samples: the worker is up, no job
         for k in range(rounds):
+            probe.quiet = True
+            time.sleep(3)  # idle samples: the worker is up, no job, no client
+            probe.quiet = False
             figures.append(load_round(srv, png))
             log(f"  load round {k + 1}/{rounds}: {figures[-1]}")
-        time.sleep(2)  # idle again
         stop.set()
         thread.join()
     report.heading(
