@@ -165,6 +165,12 @@ def test_cat_to_lemon_through_the_page(page: Page, server: str, tmp_path: Path) 
     page.click("#flip")
     expect(page.locator("#adv-caption")).to_have_text("adversarial")
 
+    for link in ("#dl-report", "#dl-json"):  # the other downloads: the job's files, as files
+        href = page.locator(link).get_attribute("href")
+        assert href and href.endswith("?download=1"), href
+        reply = httpx.get(server + href, timeout=10)
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["content-disposition"].startswith("attachment"), reply.headers
     with page.expect_download() as download_info:
         page.click("#dl-adv")
     download = download_info.value
