@@ -156,6 +156,7 @@ def test_openapi_page_is_served_locally(client: httpx.Client) -> None:
     page = client.get("/docs")
     assert page.status_code == 200 and "swagger-ui" in page.text
     assert "cdn" not in page.text and "https://" not in page.text
+    assert '"validatorUrl": null' in page.text  # no badge fetched from validator.swagger.io
     assert client.get("/docs-static/swagger-ui-bundle.js").status_code == 200
     schema = client.get("/openapi.json").json()
     assert {"/api/jobs", "/api/classify", "/api/jobs/{job_id}/events"} <= set(schema["paths"])

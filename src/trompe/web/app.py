@@ -550,6 +550,8 @@ def _docs_routes(app: FastAPI) -> None:
             swagger_js_url="/docs-static/swagger-ui-bundle.js",
             swagger_css_url="/docs-static/swagger-ui.css",
             swagger_favicon_url="/docs-static/favicon.png",
+            # No badge from validator.swagger.io: the page fetches nothing from elsewhere.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     @app.get("/redoc", include_in_schema=False)
