@@ -27,6 +27,8 @@ from trompe.models.digits import load_digits
 MAX_UPLOAD = 100_000
 MAX_PIXELS = 200_000
 MAX_STEPS = 50
+#: A model id the server is started with but cannot load (its file is missing).
+BROKEN_MODEL = "onnx:/nonexistent/model.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,7 @@ def base() -> Iterator[str]:
         max_steps=MAX_STEPS,
         max_queries=500,
         allowed_origins=("http://allowed.example:3000",),
+        models=(BROKEN_MODEL,),
     )
     with live_server(config) as url:
         yield url
@@ -126,8 +129,9 @@ def test_health_and_catalogue(client: httpx.Client) -> None:
     models = client.get("/api/models").json()
     assert models["default"] == "digits_robust"
     names = [m["name"] for m in models["models"]]
-    assert names == [spec.name for spec in trompe.list_models()]
+    assert names == [*(spec.name for spec in trompe.list_models()), BROKEN_MODEL]
     assert all(m["served"] for m in models["models"])
+    assert models["models"][-1]["description"].endswith("(source: onnx)")
 
     attacks = client.get("/api/attacks").json()
     assert attacks["default"] == "pgd"
@@ -186,6 +190,12 @@ def test_classify_matches_the_library(client: httpx.Client, digit: tuple[Path, i
     started = time.perf_counter()
     assert client.post("/api/classify", data={"sample": "cat", "model": "efficientnet_lite0"})
     assert time.perf_counter() - started < 1.0  # the model stays loaded
+
+
+def test_a_served_model_that_cannot_load(client: httpx.Client) -> None:
+    response = client.post("/api/classify", data={"sample": "cat", "model": BROKEN_MODEL})
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("the server cannot do this now: cannot load")
 
 
 # -- validation --------------------------------------------------------------------------------
