@@ -32,8 +32,15 @@ BROKEN_MODEL = "onnx:/nonexistent/model.onnx"
 
 
 @pytest.fixture(scope="module")
-def base() -> Iterator[str]:
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module server's results folder: a refused request must leave nothing there."""
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def base(results: Path) -> Iterator[str]:
     config = digits_config(
+        results_dir=results,
         max_upload_bytes=MAX_UPLOAD,
         max_pixels=MAX_PIXELS,
         max_steps=MAX_STEPS,
@@ -228,14 +235,14 @@ BAD_FIELDS = [
 
 @pytest.mark.parametrize(("fields", "field", "word"), BAD_FIELDS)
 def test_job_validation_errors(
-    client: httpx.Client, fields: dict[str, str], field: str, word: str
+    client: httpx.Client, results: Path, fields: dict[str, str], field: str, word: str
 ) -> None:
-    before = client.get("/api/health").json()["queue"]["jobs"]
+    before = sorted(results.iterdir())
     response = client.post("/api/jobs", data={"sample": "chelsea", **fields})
     errors = errors_of(response)
     assert field in errors, errors
     assert word.lower() in errors[field].lower(), errors[field]
-    assert client.get("/api/health").json()["queue"]["jobs"] == before
+    assert sorted(results.iterdir()) == before
 
 
 def test_image_or_sample(client: httpx.Client) -> None:
@@ -267,7 +274,8 @@ def multipart(fields: dict[str, str], image: bytes) -> tuple[bytes, str]:
 
 
 @pytest.mark.parametrize("path", ["/api/jobs", "/api/classify"])
-def test_upload_over_the_limit(client: httpx.Client, path: str) -> None:
+def test_upload_over_the_limit(client: httpx.Client, results: Path, path: str) -> None:
+    before = sorted(results.iterdir())
     big = png_bytes(8, 8) + b"\0" * (3 * MAX_UPLOAD)
     body, kind = multipart({"attack": "pgd"}, big)
 
@@ -299,11 +307,12 @@ def test_upload_over_the_limit(client: httpx.Client, path: str) -> None:
     near = png_bytes(8, 8) + b"\0" * MAX_UPLOAD
     stored = client.post(path, files={"image": ("x.png", near)}, data={"attack": "pgd"})
     assert stored.status_code == 413
-    assert client.get("/api/health").json()["queue"]["jobs"] == 0
+    assert sorted(results.iterdir()) == before
 
 
 @pytest.mark.parametrize("path", ["/api/jobs", "/api/classify"])
-def test_not_an_image_and_too_many_pixels(client: httpx.Client, path: str) -> None:
+def test_not_an_image_and_too_many_pixels(client: httpx.Client, results: Path, path: str) -> None:
+    before = sorted(results.iterdir())
     text = client.post(path, files={"image": ("cat.png", b"just some text, not a picture\n")})
     assert text.status_code == 415
     assert "JPEG, PNG" in text.json()["detail"] and "/tmp" not in text.json()["detail"]
@@ -313,7 +322,7 @@ def test_not_an_image_and_too_many_pixels(client: httpx.Client, path: str) -> No
 
     huge = client.post(path, files={"image": ("big.png", png_bytes(600, 600))})
     assert "over the limit" in errors_of(huge)["image"]
-    assert client.get("/api/health").json()["queue"]["jobs"] == 0
+    assert sorted(results.iterdir()) == before
 
 
 def test_cross_origin_posts_are_refused(client: httpx.Client, base: str) -> None:
