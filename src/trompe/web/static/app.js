@@ -199,7 +199,7 @@ async function search() {
     searchTimer = setTimeout(async () => {
       try {
         const out = await api(`/api/labels?model=${encodeURIComponent(model)}&q=${encodeURIComponent(query)}&limit=8`);
-        if (input.value !== query) return;
+        if (input.value !== query || state.target) return; // typed on, or chosen meanwhile
         const seen = new Set(found.map((l) => l.index));
         showList(found.concat(out.labels.filter((l) => !seen.has(l.index))));
       } catch {
@@ -249,6 +249,7 @@ function move(to) {
 }
 
 function pick(option) {
+  clearTimeout(searchTimer);
   state.target = { index: +option.dataset.index, name: option.dataset.name };
   $("target").value = option.dataset.name;
   $("target-chosen").textContent = `target: ${option.dataset.name} (class ${option.dataset.index})`;
