@@ -265,6 +265,15 @@ def test_upload_over_the_limit(client: httpx.Client, path: str) -> None:
     assert declared.status_code == 413
     assert "limit of 100,000 bytes" in declared.json()["detail"]
 
+    # A Content-Length of 10 GB and no body at all: answered at once, nothing waited for.
+    host, port = str(client.base_url).removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {kind}\r\n"
+            f"Content-Length: {10**10}\r\n\r\n".encode()
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 413 ")
+
     # Chunked, without a Content-Length: counted on the stream.
     def chunks() -> Iterator[bytes]:
         for start in range(0, len(body), 16384):
