@@ -40,6 +40,8 @@ if not CHROMIUM.exists():
         allow_module_level=True,
     )
 
+# A browser, a server and efficientnet_lite0: about 40 s for the module on two busy cores.
+pytestmark = pytest.mark.slow
 
 ARGS = [
     "--no-sandbox",
