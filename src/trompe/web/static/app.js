@@ -603,7 +603,8 @@ async function showResult(job) {
     showError(error.message);
   }
   $("result").hidden = false;
-  $("result").scrollIntoView({ behavior: "smooth", block: "start" });
+  const still = matchMedia("(prefers-reduced-motion: reduce)").matches;
+  $("result").scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
 }
 
 function pixels(img, width, height) {
