@@ -211,6 +211,16 @@ def test_a_dropped_photo_is_classified(page: Page) -> None:
     assert page.locator("#top-now li .name").first.inner_text() == "espresso"
 
 
+def test_a_typo_gets_the_servers_suggestions(page: Page) -> None:
+    """No class contains "pelcan": the page asks ``/api/labels?q=`` and offers pelican."""
+    page.locator("#target").press_sequentially("pelcan")
+    first = page.locator("#target-list [role=option]").first
+    expect(first).to_have_attribute("data-name", "pelican")
+    page.keyboard.press("Enter")
+    expect(page.locator("#target-chosen")).to_contain_text("pelican (class 144)")
+    expect(page.locator("#target-list")).to_be_hidden()
+
+
 def test_a_refused_field_is_named_next_to_it(page: Page) -> None:
     """A 422 from the API: its ``msg`` beside the field of its ``loc``, and in the alert."""
     upload_cat(page)
