@@ -27,16 +27,26 @@ from trompe.models.digits import load_digits
 MAX_UPLOAD = 100_000
 MAX_PIXELS = 200_000
 MAX_STEPS = 50
+#: A model id the server is started with but cannot load (its file is missing).
+BROKEN_MODEL = "onnx:/nonexistent/model.onnx"
 
 
 @pytest.fixture(scope="module")
-def base() -> Iterator[str]:
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module server's results folder: a refused request must leave nothing there."""
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="module")
+def base(results: Path) -> Iterator[str]:
     config = digits_config(
+        results_dir=results,
         max_upload_bytes=MAX_UPLOAD,
         max_pixels=MAX_PIXELS,
         max_steps=MAX_STEPS,
         max_queries=500,
         allowed_origins=("http://allowed.example:3000",),
+        models=(BROKEN_MODEL,),
     )
     with live_server(config) as url:
         yield url
@@ -126,8 +136,9 @@ def test_health_and_catalogue(client: httpx.Client) -> None:
     models = client.get("/api/models").json()
     assert models["default"] == "digits_robust"
     names = [m["name"] for m in models["models"]]
-    assert names == [spec.name for spec in trompe.list_models()]
+    assert names == [*(spec.name for spec in trompe.list_models()), BROKEN_MODEL]
     assert all(m["served"] for m in models["models"])
+    assert models["models"][-1]["description"].endswith("(source: onnx)")
 
     attacks = client.get("/api/attacks").json()
     assert attacks["default"] == "pgd"
@@ -156,6 +167,7 @@ def test_openapi_page_is_served_locally(client: httpx.Client) -> None:
     page = client.get("/docs")
     assert page.status_code == 200 and "swagger-ui" in page.text
     assert "cdn" not in page.text and "https://" not in page.text
+    assert '"validatorUrl": null' in page.text  # no badge fetched from validator.swagger.io
     assert client.get("/docs-static/swagger-ui-bundle.js").status_code == 200
     schema = client.get("/openapi.json").json()
     assert {"/api/jobs", "/api/classify", "/api/jobs/{job_id}/events"} <= set(schema["paths"])
@@ -185,6 +197,12 @@ def test_classify_matches_the_library(client: httpx.Client, digit: tuple[Path, i
     started = time.perf_counter()
     assert client.post("/api/classify", data={"sample": "cat", "model": "efficientnet_lite0"})
     assert time.perf_counter() - started < 1.0  # the model stays loaded
+
+
+def test_a_served_model_that_cannot_load(client: httpx.Client) -> None:
+    response = client.post("/api/classify", data={"sample": "cat", "model": BROKEN_MODEL})
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("the server cannot do this now: cannot load")
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -217,14 +235,14 @@ BAD_FIELDS = [
 
 @pytest.mark.parametrize(("fields", "field", "word"), BAD_FIELDS)
 def test_job_validation_errors(
-    client: httpx.Client, fields: dict[str, str], field: str, word: str
+    client: httpx.Client, results: Path, fields: dict[str, str], field: str, word: str
 ) -> None:
-    before = client.get("/api/health").json()["queue"]["jobs"]
+    before = sorted(results.iterdir())
     response = client.post("/api/jobs", data={"sample": "chelsea", **fields})
     errors = errors_of(response)
     assert field in errors, errors
     assert word.lower() in errors[field].lower(), errors[field]
-    assert client.get("/api/health").json()["queue"]["jobs"] == before
+    assert sorted(results.iterdir()) == before
 
 
 def test_image_or_sample(client: httpx.Client) -> None:
@@ -256,7 +274,8 @@ def multipart(fields: dict[str, str], image: bytes) -> tuple[bytes, str]:
 
 
 @pytest.mark.parametrize("path", ["/api/jobs", "/api/classify"])
-def test_upload_over_the_limit(client: httpx.Client, path: str) -> None:
+def test_upload_over_the_limit(client: httpx.Client, results: Path, path: str) -> None:
+    before = sorted(results.iterdir())
     big = png_bytes(8, 8) + b"\0" * (3 * MAX_UPLOAD)
     body, kind = multipart({"attack": "pgd"}, big)
 
@@ -264,6 +283,15 @@ def test_upload_over_the_limit(client: httpx.Client, path: str) -> None:
     declared = client.post(path, content=body, headers={"Content-Type": kind})
     assert declared.status_code == 413
     assert "limit of 100,000 bytes" in declared.json()["detail"]
+
+    # A Content-Length of 10 GB and no body at all: answered at once, nothing waited for.
+    host, port = str(client.base_url).removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {kind}\r\n"
+            f"Content-Length: {10**10}\r\n\r\n".encode()
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 413 ")
 
     # Chunked, without a Content-Length: counted on the stream.
     def chunks() -> Iterator[bytes]:
@@ -279,11 +307,12 @@ def test_upload_over_the_limit(client: httpx.Client, path: str) -> None:
     near = png_bytes(8, 8) + b"\0" * MAX_UPLOAD
     stored = client.post(path, files={"image": ("x.png", near)}, data={"attack": "pgd"})
     assert stored.status_code == 413
-    assert client.get("/api/health").json()["queue"]["jobs"] == 0
+    assert sorted(results.iterdir()) == before
 
 
 @pytest.mark.parametrize("path", ["/api/jobs", "/api/classify"])
-def test_not_an_image_and_too_many_pixels(client: httpx.Client, path: str) -> None:
+def test_not_an_image_and_too_many_pixels(client: httpx.Client, results: Path, path: str) -> None:
+    before = sorted(results.iterdir())
     text = client.post(path, files={"image": ("cat.png", b"just some text, not a picture\n")})
     assert text.status_code == 415
     assert "JPEG, PNG" in text.json()["detail"] and "/tmp" not in text.json()["detail"]
@@ -293,7 +322,7 @@ def test_not_an_image_and_too_many_pixels(client: httpx.Client, path: str) -> No
 
     huge = client.post(path, files={"image": ("big.png", png_bytes(600, 600))})
     assert "over the limit" in errors_of(huge)["image"]
-    assert client.get("/api/health").json()["queue"]["jobs"] == 0
+    assert sorted(results.iterdir()) == before
 
 
 def test_cross_origin_posts_are_refused(client: httpx.Client, base: str) -> None:

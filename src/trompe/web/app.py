@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import logging
 import math
 import re
 import shutil
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
     from trompe.models import Classifier
 
 __all__ = ["create_app", "serve"]
+
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -550,6 +553,8 @@ def _docs_routes(app: FastAPI) -> None:
             swagger_js_url="/docs-static/swagger-ui-bundle.js",
             swagger_css_url="/docs-static/swagger-ui.css",
             swagger_favicon_url="/docs-static/favicon.png",
+            # No badge from validator.swagger.io: the page fetches nothing from elsewhere.
+            swagger_ui_parameters={"validatorUrl": None},
         )
 
     @app.get("/redoc", include_in_schema=False)
@@ -599,6 +604,22 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.state.config = config
     app.state.manager = manager
+
+    @app.exception_handler(TrompeError)
+    async def trompe_error(request: Request, error: TrompeError) -> Response:
+        # What the handlers did not turn into a field's 422: a usage error is the client's
+        # (422), anything else the server's (a served model whose weights are missing: 503).
+        if error.exit_code == 2:
+            return _json_error(422, str(error))
+        return _json_error(503, f"the server cannot do this now: {error}")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> Response:
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        return _json_error(
+            500, f"the server failed ({type(error).__name__}); its log has the details"
+        )
+
     app.add_middleware(_Guard, config=config, manager=manager)
 
     _docs_routes(app)
@@ -642,7 +663,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                     {
                         "name": name,
                         "default": name == config.default_model,
-                        "description": f"a {source} model this server was started with",
+                        "description": f"a model this server was started with (source: {source})",
                         "installed": True,
                         "served": True,
                     }

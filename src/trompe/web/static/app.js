@@ -24,6 +24,7 @@ function el(tag, props, ...children) {
 
 function clearErrors() {
   $("error").hidden = true;
+  $("error").replaceChildren();
   document.querySelectorAll(".field-error").forEach((n) => n.remove());
   document.querySelectorAll("[aria-invalid]").forEach((n) => n.removeAttribute("aria-invalid"));
 }
@@ -38,7 +39,8 @@ function showError(message, field) {
     const note = el("span", { className: "field-error", textContent: message });
     (input.closest("label, .combo, .eps, .drop") || input).after(note);
   }
-  box.textContent = field && !message.startsWith(field) ? `${field}: ${message}` : message;
+  // One line per error: a 422 may name several fields.
+  box.append(el("span", { textContent: field && !message.startsWith(field) ? `${field}: ${message}` : message }));
   box.hidden = false;
 }
 
@@ -103,8 +105,10 @@ function imageForm() {
   return form;
 }
 
+let classifying = 0;
 async function classify() {
   if (!state.image) return;
+  const mine = ++classifying; // a newer photo or model wins over a slower answer
   clearErrors();
   const form = imageForm();
   form.append("k", "5");
@@ -112,10 +116,12 @@ async function classify() {
   list.setAttribute("aria-busy", "true");
   try {
     const out = await api("/api/classify", { method: "POST", body: form });
+    if (mine !== classifying) return;
     $("clf-model").textContent = `(${out.model}, ${out.width}×${out.height})`;
     bars(list, out.top);
     $("classified").hidden = false;
   } catch (error) {
+    if (mine !== classifying) return;
     $("classified").hidden = true;
     report(error);
   } finally {
@@ -193,7 +199,7 @@ async function search() {
     searchTimer = setTimeout(async () => {
       try {
         const out = await api(`/api/labels?model=${encodeURIComponent(model)}&q=${encodeURIComponent(query)}&limit=8`);
-        if (input.value !== query) return;
+        if (input.value !== query || state.target) return; // typed on, or chosen meanwhile
         const seen = new Set(found.map((l) => l.index));
         showList(found.concat(out.labels.filter((l) => !seen.has(l.index))));
       } catch {
@@ -243,6 +249,7 @@ function move(to) {
 }
 
 function pick(option) {
+  clearTimeout(searchTimer);
   state.target = { index: +option.dataset.index, name: option.dataset.name };
   $("target").value = option.dataset.name;
   $("target-chosen").textContent = `target: ${option.dataset.name} (class ${option.dataset.index})`;
@@ -315,6 +322,8 @@ function setAttack() {
     } else if (choices) {
       input = el("select", { id }, ...choices.map((c) => el("option", { textContent: c.slice(1, -1) })));
       input.value = option.default;
+    } else if (!/int|float/.test(type)) {
+      input = el("input", { type: "text", id, value: option.default ?? "" });
     } else {
       input = el("input", { type: "number", id, step: /^int/.test(type) ? "1" : "any" });
       if (option.max != null) input.max = option.max; // the server's cap (steps, queries)
@@ -370,12 +379,17 @@ function jobForm() {
   form.append("attack", attack.name);
   if (attack.norms.length > 1) form.append("norm", $("norm").value);
   const goal = document.querySelector('input[name="goal"]:checked').value;
+  state.goalName = "true class"; // untargeted: its probability falls
   if (goal === "target") {
     if (!state.target || state.target.name !== $("target").value) {
       const typed = $("target").value.trim();
       if (!typed) throw new Error("choose a target class in the search box, or choose 'any other class'");
       form.append("target", typed); // the server resolves names and synonyms, or says why not
-    } else form.append("target", String(state.target.index));
+      state.goalName = typed;
+    } else {
+      form.append("target", String(state.target.index));
+      state.goalName = state.target.name;
+    }
   }
   if (!attack.minimum_norm) {
     const value = $("eps").value.trim();
@@ -391,6 +405,7 @@ function jobForm() {
   for (const input of $("options").querySelectorAll("[data-option]")) {
     const fallback = JSON.parse(input.dataset.default);
     let value = input.type === "checkbox" ? input.checked : input.value;
+    if (input.type !== "checkbox" && value === "" && fallback === null) continue;
     if (input.type === "number") {
       if (value === "") continue;
       value = +value;
@@ -478,7 +493,7 @@ function update(job) {
       bar.max = steps;
       bar.value = Math.min(p.step || 0, steps);
     } else bar.removeAttribute("value");
-    const goal = state.target && p.goal_prob != null ? `${state.target.name} ` : "goal ";
+    const goal = `${state.goalName || "goal"} `;
     text = [
       job.status,
       steps ? `step ${p.step || 0}/${steps}` : "",
@@ -588,13 +603,14 @@ async function showResult(job) {
     showError(error.message);
   }
   $("result").hidden = false;
-  $("result").scrollIntoView({ behavior: "smooth", block: "start" });
+  const still = matchMedia("(prefers-reduced-motion: reduce)").matches;
+  $("result").scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
 }
 
-function pixels(img) {
-  const canvas = el("canvas", { width: img.naturalWidth, height: img.naturalHeight });
+function pixels(img, width, height) {
+  const canvas = el("canvas", { width, height });
   const ctx = canvas.getContext("2d");
-  ctx.drawImage(img, 0, 0);
+  ctx.drawImage(img, 0, 0, width, height);
   return ctx.getImageData(0, 0, canvas.width, canvas.height);
 }
 
@@ -602,7 +618,8 @@ function perturbation() {
   if (!state.pair) return;
   const k = +$("amp").value;
   $("amp-value").textContent = k;
-  if (!state.pair.data) state.pair.data = [pixels(state.pair.orig), pixels(state.pair.adv)];
+  const { orig, adv } = state.pair;
+  if (!state.pair.data) state.pair.data = [orig, adv].map((img) => pixels(img, adv.naturalWidth, adv.naturalHeight));
   const [a, b] = state.pair.data;
   const canvas = $("r-perturbation");
   canvas.width = a.width;
