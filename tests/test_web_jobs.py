@@ -447,7 +447,9 @@ def test_close_leaves_no_process_and_no_temporary_folder(digit_png: bytes) -> No
     stepping(jobs, job.id)
     folder = jobs.results_dir
     assert folder.name.startswith("trompe-serve-") and folder.is_dir()
+    began = time.monotonic()
     jobs.close()
+    assert time.monotonic() - began < 4  # the running job stopped at its next step
     assert children() <= before
     assert not folder.exists()
     jobs.close()  # again: nothing to do

@@ -505,7 +505,7 @@ class JobManager:
                 except OSError as error:
                     raise InvalidArgumentError(
                         f"cannot create the results folder '{directory}': "
-                        f"{error.strerror or error}; choose another --results-dir"
+                        f"{error.strerror or error}; choose another results folder"
                     ) from None
                 if not directory.is_dir():
                     raise InvalidArgumentError(
@@ -526,6 +526,9 @@ class JobManager:
             if self._closed:
                 return
             self._closed = True
+            for worker in self._workers:
+                if worker.ticket is not None:
+                    worker.cancel.value = worker.ticket  # stop at the next step
             now = time.time()
             for entry in self._jobs.values():
                 if not entry.job.status.finished:
@@ -533,9 +536,6 @@ class JobManager:
             self._queue.clear()
             workers, self._workers = self._workers, []
             retiring, self._retiring = self._retiring, []
-            for worker in workers:
-                if worker.ticket is not None:
-                    worker.cancel.value = worker.ticket
             self._changed.notify_all()
         self._stop.set()
         for thread in self._threads:
