@@ -479,3 +479,53 @@ def test_job_json_lists_only_existing_files(tmp_path: Path) -> None:
     shown = job.to_json()
     assert shown["files"] == {"original.png": f"/api/jobs/{'a' * 32}/files/original.png"}
     assert shown["status"] == "queued" and shown["seconds"] is None and shown["result"] is None
+
+
+@pytest.mark.slow
+def test_concurrent_clients_get_a_consistent_queue(digit_png: bytes) -> None:
+    """Threads submit, poll and cancel at once (as the app's handlers do): every accepted job
+    ends, the done ones with their files, and the refused ones leave nothing behind."""
+    import random
+    import threading
+
+    quick = JobRequest(model="digits_robust", attack="fgsm", target=3, options={})
+    outcomes: list[tuple[str, str, bool]] = []  # (job id, how it ended, cancel asked)
+    refused: list[QueueFull] = []
+    errors: list[BaseException] = []
+    with make_manager(queue_size=2) as jobs:
+
+        def client(seed: int) -> None:
+            rng = random.Random(seed)
+            try:
+                for _ in range(3):
+                    try:
+                        job = submit(jobs, digit_png, quick)
+                    except QueueFull as full:
+                        refused.append(full)
+                        time.sleep(0.2)
+                        continue
+                    cancel = rng.random() < 0.3
+                    if cancel:
+                        jobs.cancel(job.id)
+                    ended = finished(jobs, job.id, timeout=120)
+                    outcomes.append((job.id, ended.status.value, cancel))
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert not errors, errors
+        assert len(outcomes) + len(refused) == 12 and outcomes
+        for job_id, status, cancel in outcomes:
+            assert status == "done" or (cancel and status == "cancelled"), (status, cancel)
+            present = {name for name in FILES if jobs.file_path(job_id, name) is not None}
+            assert present == (set(FILES) if status == "done" else set()), status
+        assert all(full.retry_after >= 1 for full in refused)
+        stats = jobs.stats()
+        assert stats["waiting"] == stats["running"] == 0
+        # Only the accepted jobs have folders.
+        folders = {path.name for path in jobs.results_dir.iterdir()}
+        assert folders == {job_id for job_id, _, _ in outcomes}

@@ -392,6 +392,8 @@ def _check_options(request: JobRequest) -> None:
 
     info = get_attack(request.attack)
     known = [option.name for option in info.options()]
+    if request.min_eps:
+        known.append("precision")  # the budget search's own (trompe.attacks.MinimalEps)
     unknown = sorted(set(request.options) - set(known))
     if unknown:
         raise InvalidArgumentError(
