@@ -181,6 +181,14 @@ def test_progress_is_reported_increasing_and_a_running_job_cancels(
         assert 0 <= current.progress["goal_prob"] < 0.5
         current = stepping(manager, job.id, steps[-1])
     assert steps == sorted(set(steps)), steps
+    # At most ~10 updates a second, however fast the steps go.
+    first = manager.get(job.id)
+    time.sleep(1.0)
+    second = manager.get(job.id)
+    assert first is not None and second is not None
+    assert first.progress is not None and second.progress is not None
+    assert second.version - first.version <= 12
+    assert second.progress["step"] - first.progress["step"] > 2 * (second.version - first.version)
     shown = current.to_json()
     assert shown["status"] == "running" and shown["files"] == {} and shown["result"] is None
 

@@ -8,8 +8,11 @@ an attack happens in worker processes (``multiprocessing``, spawn), never in the
 - it runs :func:`trompe.api.attack` and :func:`trompe.report.save_result` into the job's folder
   (the same calls as ``trompe attack``, so the page and the command line cannot disagree), plus
   ``original.png`` (the 8-bit image that was attacked);
-- progress goes back after every step; a cancel or the time limit makes the progress callback
-  raise, and a worker that does not stop within ``cancel_grace_s`` is killed and replaced;
+- progress goes back at most ten times a second (the last step always), through a pipe of its
+  own per worker (a killed worker cannot leave a shared queue's lock held);
+- a cancel or the time limit makes the progress callback raise (the cancel flag is a shared
+  integer, read without a lock), and a worker that does not stop within ``cancel_grace_s`` is
+  killed and replaced; so is a worker that dies (out of memory), its job failed;
 - a worker is replaced after ``max_jobs_per_worker`` jobs, returning its memory.
 
 In the server process a pump thread applies the workers' messages to the :class:`Job` objects
