@@ -396,7 +396,7 @@ def _build_request(
     source: str,
 ) -> JobRequest:
     """Validate the fields of a job, as :func:`trompe.attack` would, plus the server's caps."""
-    from trompe.api import check_budget, default_eps
+    from trompe.api import check_budget, default_budget
     from trompe.attacks import get_attack
 
     model_id = models.resolve(model)
@@ -445,12 +445,10 @@ def _build_request(
                 ("options", key),
                 f"{key} must be at most {cap:,} on this server (its {flag}), got {value}",
             )
-    # The budget trompe.attack would use: the one given, else the attack's, else the norm's.
-    effective = budget.eps
-    if info.minimum_norm:
-        effective = None
-    elif effective is None:
-        effective = info.default_eps if info.default_eps is not None else default_eps(budget.norm)
+    # The budget trompe.attack will use: the one given, else its default.
+    effective = None if info.minimum_norm else budget.eps
+    if effective is None:
+        effective = default_budget(info.name, budget.norm)
     try:
         info.create(eps=effective, norm=budget.norm, **chosen)
     except (TypeError, TrompeError, ValueError) as error:
@@ -678,24 +676,15 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/api/attacks", tags=["catalogue"])
     def list_registered_attacks() -> dict[str, Any]:
         """The attacks in registry order, with their options, help and default budget."""
-        from trompe.api import default_eps
+        from trompe.api import default_budget
         from trompe.attacks import list_attacks
 
         attacks = []
         for info in list_attacks():
             entry = info.describe()
-            own = info.default_eps
-            entry["default_eps"] = (
-                None
-                if info.minimum_norm
-                else own
-                if own is not None
-                else default_eps(info.norms[0])
-            )
-            entry["default_eps_by_norm"] = {
-                n: None if info.minimum_norm else own if own is not None else default_eps(n)
-                for n in info.norms
-            }
+            by_norm = {n: default_budget(info.name, n) for n in info.norms}
+            entry["default_eps"] = by_norm[info.norms[0]]
+            entry["default_eps_by_norm"] = by_norm
             for option in entry["options"]:
                 if option["name"] in _CAPPED:
                     cap = getattr(config, _CAPPED[option["name"]][0])
