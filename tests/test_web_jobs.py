@@ -71,8 +71,10 @@ def make_manager(tmp_path: Path | None = None, **changes: Any) -> JobManager:
     return JobManager(config)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def manager() -> Iterator[JobManager]:
+    """One manager for the tests that need no particular settings (a worker starts in seconds
+    on a busy machine)."""
     with make_manager() as jobs:
         yield jobs
     assert not multiprocessing.active_children()
@@ -161,7 +163,7 @@ def test_job_runs_to_done_with_the_files_of_the_cli(
     assert shown["urls"] == {"self": f"/api/jobs/{job.id}", "events": f"/api/jobs/{job.id}/events"}
     json.dumps(shown)  # plain JSON
     stats = manager.stats()
-    assert stats["waiting"] == stats["running"] == 0 and stats["jobs"] == 1
+    assert stats["waiting"] == stats["running"] == 0 and stats["jobs"] >= 1
     assert stats["workers"] == 1 and stats["queue_size"] == 8
 
 
@@ -179,6 +181,14 @@ def test_progress_is_reported_increasing_and_a_running_job_cancels(
         assert 0 <= current.progress["goal_prob"] < 0.5
         current = stepping(manager, job.id, steps[-1])
     assert steps == sorted(set(steps)), steps
+    # At most ~10 updates a second, however fast the steps go.
+    first = manager.get(job.id)
+    time.sleep(1.0)
+    second = manager.get(job.id)
+    assert first is not None and second is not None
+    assert first.progress is not None and second.progress is not None
+    assert second.version - first.version <= 12
+    assert second.progress["step"] - first.progress["step"] > 2 * (second.version - first.version)
     shown = current.to_json()
     assert shown["status"] == "running" and shown["files"] == {} and shown["result"] is None
 
@@ -320,6 +330,7 @@ def test_errors_at_run_time_fail_the_job_with_one_sentence(
     assert finished(manager, submit(manager, digit_png).id).status is JobStatus.DONE
 
 
+@pytest.mark.slow
 def test_a_worker_is_replaced_after_its_share_of_jobs(digit_png: bytes) -> None:
     with make_manager(max_jobs_per_worker=1) as jobs:
         first = finished(jobs, submit(jobs, digit_png).id)
@@ -389,6 +400,7 @@ def test_the_disk_quota_deletes_the_oldest_finished_jobs_then_refuses(
 def test_a_job_nobody_asks_about_is_abandoned(digit_png: bytes) -> None:
     with make_manager(abandon_after_s=1.0) as jobs:
         job = submit(jobs, digit_png, LONG)
+        _, upload = jobs.allocate()  # an upload whose request never came
         deadline = time.monotonic() + 15
         while True:  # look without get(), which would count as a client asking
             with jobs._lock:
@@ -400,6 +412,9 @@ def test_a_job_nobody_asks_about_is_abandoned(digit_png: bytes) -> None:
             time.sleep(0.2)
         assert status is JobStatus.CANCELLED
         one_sentence(error, "no client asked", "1 s")
+        while upload.exists():
+            assert time.monotonic() < deadline, "the stale folder was not deleted"
+            time.sleep(0.2)
 
 
 # -- ids, files, shutdown ----------------------------------------------------------------------
@@ -426,7 +441,13 @@ def test_malformed_ids_and_names_find_nothing(manager: JobManager, digit_png: by
     assert "original.png" not in job.to_json()["files"]
 
 
+def children() -> set[int | None]:
+    """The pids of this process's living children (besides those of the shared manager)."""
+    return {child.pid for child in multiprocessing.active_children()}
+
+
 def test_close_leaves_no_process_and_no_temporary_folder(digit_png: bytes) -> None:
+    before = children()
     jobs = make_manager()
     jobs.start()
     job = submit(jobs, digit_png, LONG)
@@ -434,8 +455,10 @@ def test_close_leaves_no_process_and_no_temporary_folder(digit_png: bytes) -> No
     stepping(jobs, job.id)
     folder = jobs.results_dir
     assert folder.name.startswith("trompe-serve-") and folder.is_dir()
+    began = time.monotonic()
     jobs.close()
-    assert not multiprocessing.active_children()
+    assert time.monotonic() - began < 4  # the running job stopped at its next step
+    assert children() <= before
     assert not folder.exists()
     jobs.close()  # again: nothing to do
     with pytest.raises(ServerBusy):
@@ -446,13 +469,14 @@ def test_close_leaves_no_process_and_no_temporary_folder(digit_png: bytes) -> No
 
 
 def test_a_submission_after_close_is_refused(digit_png: bytes) -> None:
+    before = children()
     jobs = make_manager()
     with jobs:
         job_id, folder = jobs.allocate()
         (folder / INPUT_NAME).write_bytes(digit_png)
     with pytest.raises(ServerBusy):
         jobs.submit(job_id, SHORT)
-    assert not multiprocessing.active_children()
+    assert children() <= before
 
 
 def test_job_json_lists_only_existing_files(tmp_path: Path) -> None:
@@ -463,3 +487,53 @@ def test_job_json_lists_only_existing_files(tmp_path: Path) -> None:
     shown = job.to_json()
     assert shown["files"] == {"original.png": f"/api/jobs/{'a' * 32}/files/original.png"}
     assert shown["status"] == "queued" and shown["seconds"] is None and shown["result"] is None
+
+
+@pytest.mark.slow
+def test_concurrent_clients_get_a_consistent_queue(digit_png: bytes) -> None:
+    """Threads submit, poll and cancel at once (as the app's handlers do): every accepted job
+    ends, the done ones with their files, and the refused ones leave nothing behind."""
+    import random
+    import threading
+
+    quick = JobRequest(model="digits_robust", attack="fgsm", target=3, options={})
+    outcomes: list[tuple[str, str, bool]] = []  # (job id, how it ended, cancel asked)
+    refused: list[QueueFull] = []
+    errors: list[BaseException] = []
+    with make_manager(queue_size=2) as jobs:
+
+        def client(seed: int) -> None:
+            rng = random.Random(seed)
+            try:
+                for _ in range(3):
+                    try:
+                        job = submit(jobs, digit_png, quick)
+                    except QueueFull as full:
+                        refused.append(full)
+                        time.sleep(0.2)
+                        continue
+                    cancel = rng.random() < 0.3
+                    if cancel:
+                        jobs.cancel(job.id)
+                    ended = finished(jobs, job.id, timeout=120)
+                    outcomes.append((job.id, ended.status.value, cancel))
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert not errors, errors
+        assert len(outcomes) + len(refused) == 12 and outcomes
+        for job_id, status, cancel in outcomes:
+            assert status == "done" or (cancel and status == "cancelled"), (status, cancel)
+            present = {name for name in FILES if jobs.file_path(job_id, name) is not None}
+            assert present == (set(FILES) if status == "done" else set()), status
+        assert all(full.retry_after >= 1 for full in refused)
+        stats = jobs.stats()
+        assert stats["waiting"] == stats["running"] == 0
+        # Only the accepted jobs have folders.
+        folders = {path.name for path in jobs.results_dir.iterdir()}
+        assert folders == {job_id for job_id, _, _ in outcomes}
