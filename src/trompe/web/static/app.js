@@ -530,7 +530,8 @@ function finish(job) {
   bar.max = 1;
   bar.value = job.status === "done" ? 1 : 0;
   if (job.status === "done") {
-    say(`done in ${job.seconds != null ? job.seconds.toFixed(1) : "?"} s`, "done");
+    const took = job.seconds != null ? ` in ${job.seconds.toFixed(1)} s` : "";
+    say(`done${took}: the attack, its files and the check of the saved PNG`, "done");
     showResult(job);
   } else if (job.status === "cancelled") {
     say("cancelled", "cancelled");
@@ -581,7 +582,7 @@ async function showResult(job) {
     ["PSNR", n.psnr_db == null ? "∞" : `${n.psnr_db.toFixed(1)} dB`],
     ["pixels changed", String(n.l0_pixels)],
     ["steps", String(r.steps)],
-    ["time", `${r.seconds.toFixed(2)} s`],
+    ["attack time", `${r.seconds.toFixed(2)} s`],
   ];
   if (state.blackBox) rows.push(["queries", String(r.queries)]);
   $("metrics").replaceChildren(...rows.map(([k, v]) => el("div", {}, el("dt", { textContent: k }), el("dd", { textContent: v }))));
