@@ -71,8 +71,10 @@ def make_manager(tmp_path: Path | None = None, **changes: Any) -> JobManager:
     return JobManager(config)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def manager() -> Iterator[JobManager]:
+    """One manager for the tests that need no particular settings (a worker starts in seconds
+    on a busy machine)."""
     with make_manager() as jobs:
         yield jobs
     assert not multiprocessing.active_children()
@@ -161,7 +163,7 @@ def test_job_runs_to_done_with_the_files_of_the_cli(
     assert shown["urls"] == {"self": f"/api/jobs/{job.id}", "events": f"/api/jobs/{job.id}/events"}
     json.dumps(shown)  # plain JSON
     stats = manager.stats()
-    assert stats["waiting"] == stats["running"] == 0 and stats["jobs"] == 1
+    assert stats["waiting"] == stats["running"] == 0 and stats["jobs"] >= 1
     assert stats["workers"] == 1 and stats["queue_size"] == 8
 
 
@@ -320,6 +322,7 @@ def test_errors_at_run_time_fail_the_job_with_one_sentence(
     assert finished(manager, submit(manager, digit_png).id).status is JobStatus.DONE
 
 
+@pytest.mark.slow
 def test_a_worker_is_replaced_after_its_share_of_jobs(digit_png: bytes) -> None:
     with make_manager(max_jobs_per_worker=1) as jobs:
         first = finished(jobs, submit(jobs, digit_png).id)
@@ -389,6 +392,7 @@ def test_the_disk_quota_deletes_the_oldest_finished_jobs_then_refuses(
 def test_a_job_nobody_asks_about_is_abandoned(digit_png: bytes) -> None:
     with make_manager(abandon_after_s=1.0) as jobs:
         job = submit(jobs, digit_png, LONG)
+        _, upload = jobs.allocate()  # an upload whose request never came
         deadline = time.monotonic() + 15
         while True:  # look without get(), which would count as a client asking
             with jobs._lock:
@@ -400,6 +404,9 @@ def test_a_job_nobody_asks_about_is_abandoned(digit_png: bytes) -> None:
             time.sleep(0.2)
         assert status is JobStatus.CANCELLED
         one_sentence(error, "no client asked", "1 s")
+        while upload.exists():
+            assert time.monotonic() < deadline, "the stale folder was not deleted"
+            time.sleep(0.2)
 
 
 # -- ids, files, shutdown ----------------------------------------------------------------------
@@ -426,7 +433,13 @@ def test_malformed_ids_and_names_find_nothing(manager: JobManager, digit_png: by
     assert "original.png" not in job.to_json()["files"]
 
 
+def children() -> set[int | None]:
+    """The pids of this process's living children (besides those of the shared manager)."""
+    return {child.pid for child in multiprocessing.active_children()}
+
+
 def test_close_leaves_no_process_and_no_temporary_folder(digit_png: bytes) -> None:
+    before = children()
     jobs = make_manager()
     jobs.start()
     job = submit(jobs, digit_png, LONG)
@@ -434,8 +447,10 @@ def test_close_leaves_no_process_and_no_temporary_folder(digit_png: bytes) -> No
     stepping(jobs, job.id)
     folder = jobs.results_dir
     assert folder.name.startswith("trompe-serve-") and folder.is_dir()
+    began = time.monotonic()
     jobs.close()
-    assert not multiprocessing.active_children()
+    assert time.monotonic() - began < 4  # the running job stopped at its next step
+    assert children() <= before
     assert not folder.exists()
     jobs.close()  # again: nothing to do
     with pytest.raises(ServerBusy):
@@ -446,13 +461,14 @@ def test_close_leaves_no_process_and_no_temporary_folder(digit_png: bytes) -> No
 
 
 def test_a_submission_after_close_is_refused(digit_png: bytes) -> None:
+    before = children()
     jobs = make_manager()
     with jobs:
         job_id, folder = jobs.allocate()
         (folder / INPUT_NAME).write_bytes(digit_png)
     with pytest.raises(ServerBusy):
         jobs.submit(job_id, SHORT)
-    assert not multiprocessing.active_children()
+    assert children() <= before
 
 
 def test_job_json_lists_only_existing_files(tmp_path: Path) -> None:
