@@ -707,8 +707,8 @@ async function start() {
     setAttack();
     $("samples").replaceChildren(
       ...samples.samples.map((s) => {
-        const button = el("button", { type: "button", className: "sample", title: s.name });
-        button.append(el("img", { src: s.url, alt: "" }), el("span", { textContent: s.name }));
+        // Text, not thumbnails: the samples are whole photos (700 kB for two), fetched on a click.
+        const button = el("button", { type: "button", className: "sample", textContent: s.name });
         button.addEventListener("click", () => choose({ sample: s.name }, s.url));
         return button;
       })
