@@ -199,7 +199,7 @@ async function search() {
     searchTimer = setTimeout(async () => {
       try {
         const out = await api(`/api/labels?model=${encodeURIComponent(model)}&q=${encodeURIComponent(query)}&limit=8`);
-        if (input.value !== query) return;
+        if (input.value !== query || state.target) return; // typed on, or chosen meanwhile
         const seen = new Set(found.map((l) => l.index));
         showList(found.concat(out.labels.filter((l) => !seen.has(l.index))));
       } catch {
@@ -249,6 +249,7 @@ function move(to) {
 }
 
 function pick(option) {
+  clearTimeout(searchTimer);
   state.target = { index: +option.dataset.index, name: option.dataset.name };
   $("target").value = option.dataset.name;
   $("target-chosen").textContent = `target: ${option.dataset.name} (class ${option.dataset.index})`;
@@ -529,7 +530,8 @@ function finish(job) {
   bar.max = 1;
   bar.value = job.status === "done" ? 1 : 0;
   if (job.status === "done") {
-    say(`done in ${job.seconds != null ? job.seconds.toFixed(1) : "?"} s`, "done");
+    const took = job.seconds != null ? ` in ${job.seconds.toFixed(1)} s` : "";
+    say(`done${took}: the attack, its files and the check of the saved PNG`, "done");
     showResult(job);
   } else if (job.status === "cancelled") {
     say("cancelled", "cancelled");
@@ -580,7 +582,7 @@ async function showResult(job) {
     ["PSNR", n.psnr_db == null ? "∞" : `${n.psnr_db.toFixed(1)} dB`],
     ["pixels changed", String(n.l0_pixels)],
     ["steps", String(r.steps)],
-    ["time", `${r.seconds.toFixed(2)} s`],
+    ["attack time", `${r.seconds.toFixed(2)} s`],
   ];
   if (state.blackBox) rows.push(["queries", String(r.queries)]);
   $("metrics").replaceChildren(...rows.map(([k, v]) => el("div", {}, el("dt", { textContent: k }), el("dd", { textContent: v }))));
@@ -602,7 +604,8 @@ async function showResult(job) {
     showError(error.message);
   }
   $("result").hidden = false;
-  $("result").scrollIntoView({ behavior: "smooth", block: "start" });
+  const still = matchMedia("(prefers-reduced-motion: reduce)").matches;
+  $("result").scrollIntoView({ behavior: still ? "auto" : "smooth", block: "start" });
 }
 
 function pixels(img, width, height) {
@@ -704,8 +707,8 @@ async function start() {
     setAttack();
     $("samples").replaceChildren(
       ...samples.samples.map((s) => {
-        const button = el("button", { type: "button", className: "sample", title: s.name });
-        button.append(el("img", { src: s.url, alt: "" }), el("span", { textContent: s.name }));
+        // Text, not thumbnails: the samples are whole photos (700 kB for two), fetched on a click.
+        const button = el("button", { type: "button", className: "sample", textContent: s.name });
         button.addEventListener("click", () => choose({ sample: s.name }, s.url));
         return button;
       })
