@@ -229,13 +229,12 @@ class _Guard:
         own = _origin_of(f"{scope.get('scheme', 'http')}://{host}") if host else None
         if (
             self.loopback_only
-            and own is not None
-            and not _is_loopback(own[1])
-            and own[1] not in self.allowed_hosts
+            and host
+            and (own is None or not (_is_loopback(own[1]) or own[1] in self.allowed_hosts))
         ):
             return _json_error(
                 400,
-                f"this server answers only to 127.0.0.1 and localhost, not {own[1]!r}; "
+                f"this server answers only to 127.0.0.1 and localhost, not {host[:80]!r}; "
                 "start it with --host to serve other names",
             )
         if scope["method"] in ("POST", "DELETE", "PUT", "PATCH"):
