@@ -5,8 +5,8 @@ Imported as ``from _web import live_server`` (this folder is on ``sys.path``, se
     with live_server(ServerConfig(workers=1, default_model="digits_robust")) as base:
         httpx.get(f"{base}/api/health")
 
-The server runs the application of :func:`trompe.web.create_app` as ``trompe serve`` does, with
-its lifespan: the job manager starts before the first request and is closed (jobs cancelled,
+The server is the one ``trompe serve`` runs (:func:`trompe.web.app.make_server`), with its
+lifespan: the job manager starts before the first request and is closed (jobs cancelled,
 workers stopped, a temporary results folder removed) when the block ends, even on an error.
 """
 
@@ -52,14 +52,11 @@ def live_server(config: ServerConfig | None = None, **uvicorn_options: Any) -> I
     Raises:
         RuntimeError: the server did not start in time, or did not stop in time.
     """
-    import uvicorn
-
-    from trompe.web.app import create_app
+    from trompe.web.app import make_server
 
     config = (config or digits_config()).replace(host="127.0.0.1", port=0)
-    options: dict[str, Any] = {"log_level": "warning", "access_log": False, "lifespan": "on"}
-    options.update(uvicorn_options)
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=0, **options))
+    options: dict[str, Any] = {"lifespan": "on", **uvicorn_options}
+    server = make_server(config, **options)
     failure: list[BaseException] = []
 
     def run() -> None:

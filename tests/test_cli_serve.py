@@ -45,8 +45,12 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc for the worker processes")
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_serve_starts_answers_and_stops(tmp_path: Path, signum: int) -> None:
+@pytest.mark.parametrize(
+    ("signum", "group"),
+    [(signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c-to-the-process-group", "sigterm-to-the-server"],
+)
+def test_serve_starts_answers_and_stops(tmp_path: Path, signum: int, group: bool) -> None:
     results = tmp_path / "results"
     server = subprocess.Popen(
         [
@@ -66,6 +70,7 @@ def test_serve_starts_answers_and_stops(tmp_path: Path, signum: int) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as a shell gives a command
     )
     try:
         assert server.stdout is not None
@@ -91,11 +96,14 @@ def test_serve_starts_answers_and_stops(tmp_path: Path, signum: int) -> None:
         assert (results / job["id"] / "adversarial.png").is_file()
         workers = children_of(server.pid)
         assert workers
-        server.send_signal(signum)
+        if group:  # Ctrl-C in a terminal: the server and its workers all get SIGINT
+            os.killpg(server.pid, signum)
+        else:
+            server.send_signal(signum)
         _, err = server.communicate(timeout=60)
     finally:
-        if server.poll() is None:
-            server.kill()
+        if server.poll() is None:  # a failed test: nothing of it may outlive it
+            os.killpg(server.pid, signal.SIGKILL)
             server.wait()
     assert server.returncode == 0, err
     assert "Traceback" not in err, err

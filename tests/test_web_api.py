@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -342,7 +343,9 @@ def test_cross_origin_posts_are_refused(client: httpx.Client, base: str) -> None
         assert ok.status_code == 200, (origin, ok.text)
         assert "access-control-allow-origin" not in ok.headers
     # A loopback server answers only to loopback names (DNS rebinding).
-    assert client.get("/api/health", headers={"Host": "evil.example"}).status_code == 400
+    for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "x:y:z"):
+        assert client.get("/api/health", headers={"Host": host}).status_code == 400, host
+    assert client.get("/api/health", headers={"Host": "localhost:1"}).status_code == 200
 
 
 # -- jobs --------------------------------------------------------------------------------------
@@ -442,11 +445,14 @@ def small_queue() -> Iterator[str]:
         yield url
 
 
+#: A job that runs for minutes: a budget of 1/255 cannot make the cat a sure lemon.
 SLOW = {
     "sample": "chelsea",
     "model": "efficientnet_lite0",
     "attack": "pgd",
     "target": "lemon",
+    "confidence": "0.999",
+    "eps": str(1 / 255),
     "options": '{"steps": 2000}',
 }
 
@@ -483,3 +489,29 @@ def test_queue_full_and_cancel(small_queue: str) -> None:
         health = client.get("/api/health").json()["queue"]
         assert health["waiting"] == 0 and health["running"] == 0
         assert client.delete(f"/api/jobs/{'a' * 32}").status_code == 404
+
+
+def test_stopping_ends_open_event_streams() -> None:
+    """A page watching a long job must not hold the server's shutdown until the job ends."""
+    ended: list[str] = []
+    config = digits_config(max_steps=5000, job_timeout_s=120)
+    with live_server(config, timeout_graceful_shutdown=60) as url:
+        job = httpx.post(f"{url}/api/jobs", data={**SLOW, "options": '{"steps": 5000}'}).json()
+
+        def watch() -> None:
+            with (
+                httpx.Client(base_url=url, timeout=60) as c,
+                c.stream("GET", job["urls"]["events"]) as response,
+            ):
+                ended.extend(line for line in response.iter_lines() if line.startswith("event:"))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{url}/api/jobs/{job['id']}").json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        started = time.monotonic()
+    assert time.monotonic() - started < 30  # not the 60 s of the graceful wait below
+    watcher.join(10)
+    assert not watcher.is_alive() and ended and "event: end" not in ended

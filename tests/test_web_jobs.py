@@ -181,6 +181,14 @@ def test_progress_is_reported_increasing_and_a_running_job_cancels(
         assert 0 <= current.progress["goal_prob"] < 0.5
         current = stepping(manager, job.id, steps[-1])
     assert steps == sorted(set(steps)), steps
+    # At most ~10 updates a second, however fast the steps go.
+    first = manager.get(job.id)
+    time.sleep(1.0)
+    second = manager.get(job.id)
+    assert first is not None and second is not None
+    assert first.progress is not None and second.progress is not None
+    assert second.version - first.version <= 12
+    assert second.progress["step"] - first.progress["step"] > 2 * (second.version - first.version)
     shown = current.to_json()
     assert shown["status"] == "running" and shown["files"] == {} and shown["result"] is None
 
@@ -447,7 +455,9 @@ def test_close_leaves_no_process_and_no_temporary_folder(digit_png: bytes) -> No
     stepping(jobs, job.id)
     folder = jobs.results_dir
     assert folder.name.startswith("trompe-serve-") and folder.is_dir()
+    began = time.monotonic()
     jobs.close()
+    assert time.monotonic() - began < 4  # the running job stopped at its next step
     assert children() <= before
     assert not folder.exists()
     jobs.close()  # again: nothing to do
@@ -477,3 +487,53 @@ def test_job_json_lists_only_existing_files(tmp_path: Path) -> None:
     shown = job.to_json()
     assert shown["files"] == {"original.png": f"/api/jobs/{'a' * 32}/files/original.png"}
     assert shown["status"] == "queued" and shown["seconds"] is None and shown["result"] is None
+
+
+@pytest.mark.slow
+def test_concurrent_clients_get_a_consistent_queue(digit_png: bytes) -> None:
+    """Threads submit, poll and cancel at once (as the app's handlers do): every accepted job
+    ends, the done ones with their files, and the refused ones leave nothing behind."""
+    import random
+    import threading
+
+    quick = JobRequest(model="digits_robust", attack="fgsm", target=3, options={})
+    outcomes: list[tuple[str, str, bool]] = []  # (job id, how it ended, cancel asked)
+    refused: list[QueueFull] = []
+    errors: list[BaseException] = []
+    with make_manager(queue_size=2) as jobs:
+
+        def client(seed: int) -> None:
+            rng = random.Random(seed)
+            try:
+                for _ in range(3):
+                    try:
+                        job = submit(jobs, digit_png, quick)
+                    except QueueFull as full:
+                        refused.append(full)
+                        time.sleep(0.2)
+                        continue
+                    cancel = rng.random() < 0.3
+                    if cancel:
+                        jobs.cancel(job.id)
+                    ended = finished(jobs, job.id, timeout=120)
+                    outcomes.append((job.id, ended.status.value, cancel))
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert not errors, errors
+        assert len(outcomes) + len(refused) == 12 and outcomes
+        for job_id, status, cancel in outcomes:
+            assert status == "done" or (cancel and status == "cancelled"), (status, cancel)
+            present = {name for name in FILES if jobs.file_path(job_id, name) is not None}
+            assert present == (set(FILES) if status == "done" else set()), status
+        assert all(full.retry_after >= 1 for full in refused)
+        stats = jobs.stats()
+        assert stats["waiting"] == stats["running"] == 0
+        # Only the accepted jobs have folders.
+        folders = {path.name for path in jobs.results_dir.iterdir()}
+        assert folders == {job_id for job_id, _, _ in outcomes}

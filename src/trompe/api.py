@@ -63,6 +63,7 @@ __all__ = [
     "budget_from_levels",
     "check_budget",
     "classify",
+    "default_budget",
     "evaluate",
     "evaluation_budgets",
     "evaluation_device",
@@ -141,6 +142,27 @@ def default_eps(norm: str) -> float:
         "l1": DEFAULT_EPS_L1,
         "l0": DEFAULT_EPS_L0,
     }[norm]
+
+
+def default_budget(attack: str, norm: str | None = None) -> float | None:
+    """The budget :func:`attack` uses when none is given, in the Python API's units: the
+    attack's own default (one-pixel: 1 pixel), else :func:`default_eps` of the threat model;
+    ``None`` for a minimum-norm attack, which takes none.
+
+    Args:
+        attack: a registered attack name.
+        norm: the threat model; default the attack's first.
+
+    Example:
+        >>> default_budget("pgd") == 10 / 255, default_budget("cw")
+        (True, None)
+    """
+    info = get_attack(attack)
+    if info.minimum_norm:
+        return None
+    if info.default_eps is not None:
+        return info.default_eps
+    return default_eps(norm or info.norms[0])
 
 
 @dataclass(frozen=True)
@@ -433,12 +455,8 @@ def attack(
     if info.minimum_norm:
         runner: Attack = info.create(norm=norm, **options)
     else:
-        if eps is not None:
-            budget = eps
-        elif info.default_eps is not None:
-            budget = info.default_eps  # the attack's own (one-pixel: 1 pixel)
-        else:
-            budget = default_eps(norm)
+        budget = eps if eps is not None else default_budget(info.name, norm)
+        assert budget is not None  # a fixed-budget attack always has a default
         if min_eps:
             fixed = cast(type[FixedBudgetAttack], info.cls)
             runner = MinimalEps(fixed, max_eps=budget, norm=norm, **options)

@@ -46,10 +46,12 @@ from trompe.web.config import ServerConfig
 from trompe.web.jobs import INPUT_NAME, Job, JobManager, JobRequest, QueueFull, ServerBusy
 
 if TYPE_CHECKING:
+    import uvicorn
+
     from trompe.labels import Labels
     from trompe.models import Classifier
 
-__all__ = ["create_app", "serve"]
+__all__ = ["GRACEFUL_SHUTDOWN_S", "create_app", "make_server", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -227,13 +229,12 @@ class _Guard:
         own = _origin_of(f"{scope.get('scheme', 'http')}://{host}") if host else None
         if (
             self.loopback_only
-            and own is not None
-            and not _is_loopback(own[1])
-            and own[1] not in self.allowed_hosts
+            and host
+            and (own is None or not (_is_loopback(own[1]) or own[1] in self.allowed_hosts))
         ):
             return _json_error(
                 400,
-                f"this server answers only to 127.0.0.1 and localhost, not {own[1]!r}; "
+                f"this server answers only to 127.0.0.1 and localhost, not {host[:80]!r}; "
                 "start it with --host to serve other names",
             )
         if scope["method"] in ("POST", "DELETE", "PUT", "PATCH"):
@@ -394,7 +395,7 @@ def _build_request(
     source: str,
 ) -> JobRequest:
     """Validate the fields of a job, as :func:`trompe.attack` would, plus the server's caps."""
-    from trompe.api import check_budget, default_eps
+    from trompe.api import check_budget, default_budget
     from trompe.attacks import get_attack
 
     model_id = models.resolve(model)
@@ -443,12 +444,10 @@ def _build_request(
                 ("options", key),
                 f"{key} must be at most {cap:,} on this server (its {flag}), got {value}",
             )
-    # The budget trompe.attack would use: the one given, else the attack's, else the norm's.
-    effective = budget.eps
-    if info.minimum_norm:
-        effective = None
-    elif effective is None:
-        effective = info.default_eps if info.default_eps is not None else default_eps(budget.norm)
+    # The budget trompe.attack will use: the one given, else its default.
+    effective = None if info.minimum_norm else budget.eps
+    if effective is None:
+        effective = default_budget(info.name, budget.norm)
     try:
         info.create(eps=effective, norm=budget.norm, **chosen)
     except (TypeError, TrompeError, ValueError) as error:
@@ -604,6 +603,9 @@ def create_app(config: ServerConfig) -> FastAPI:
     )
     app.state.config = config
     app.state.manager = manager
+    # Set when the server begins to stop (make_server): the event streams end at once.
+    stopping = threading.Event()
+    app.state.stopping = stopping
 
     @app.exception_handler(TrompeError)
     async def trompe_error(request: Request, error: TrompeError) -> Response:
@@ -673,24 +675,15 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/api/attacks", tags=["catalogue"])
     def list_registered_attacks() -> dict[str, Any]:
         """The attacks in registry order, with their options, help and default budget."""
-        from trompe.api import default_eps
+        from trompe.api import default_budget
         from trompe.attacks import list_attacks
 
         attacks = []
         for info in list_attacks():
             entry = info.describe()
-            own = info.default_eps
-            entry["default_eps"] = (
-                None
-                if info.minimum_norm
-                else own
-                if own is not None
-                else default_eps(info.norms[0])
-            )
-            entry["default_eps_by_norm"] = {
-                n: None if info.minimum_norm else own if own is not None else default_eps(n)
-                for n in info.norms
-            }
+            by_norm = {n: default_budget(info.name, n) for n in info.norms}
+            entry["default_eps"] = by_norm[info.norms[0]]
+            entry["default_eps_by_norm"] = by_norm
             for option in entry["options"]:
                 if option["name"] in _CAPPED:
                     cap = getattr(config, _CAPPED[option["name"]][0])
@@ -866,7 +859,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 elif quiet >= _KEEPALIVE_S:
                     quiet = 0.0
                     yield ": keep-alive\n\n"
-                if await request.is_disconnected():
+                if stopping.is_set() or await request.is_disconnected():
                     return
                 await asyncio.sleep(_POLL_S)
                 quiet += _POLL_S
@@ -918,9 +911,59 @@ def _url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+#: How long a stopping server waits for its requests to finish before it cancels them.
+GRACEFUL_SHUTDOWN_S = 5.0
+
+
+def make_server(
+    config: ServerConfig,
+    *,
+    on_started: Callable[[int], None] | None = None,
+    **uvicorn_options: Any,
+) -> uvicorn.Server:
+    """The uvicorn server of :func:`create_app`, as :func:`serve` runs it (tests run it too).
+
+    When it stops, it first ends the open event streams (a page watching a job would otherwise
+    hold the shutdown until the job ends), then waits at most :data:`GRACEFUL_SHUTDOWN_S` for
+    the other requests, then stops the job manager (the app's lifespan).
+
+    Args:
+        config: the server's settings (``host``, ``port``: where uvicorn binds unless it is
+            given sockets).
+        on_started: called with the port once the server answers.
+        **uvicorn_options: more :class:`uvicorn.Config` arguments.
+
+    Returns:
+        The server: ``server.run()`` (or ``run(sockets=[...])``) until ``should_exit``.
+    """
+    import uvicorn
+
+    app = create_app(config)
+    stopping: threading.Event = app.state.stopping
+    options: dict[str, Any] = {
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+    }
+    options.update(uvicorn_options)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if on_started is not None and not self.should_exit and self.servers:
+                on_started(int(self.servers[0].sockets[0].getsockname()[1]))
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            stopping.set()
+            await super().shutdown(sockets=sockets)
+
+    return Server(uvicorn.Config(app, host=config.host, port=config.port, **options))
+
+
 def serve(config: ServerConfig, **uvicorn_options: Any) -> None:
     """Run uvicorn on ``config.host:config.port`` until interrupted (SIGINT or SIGTERM: the
-    server finishes its responses, cancels its jobs and stops its workers).
+    server ends its event streams, finishes its responses, cancels its jobs and stops its
+    workers).
 
     Prints ``trompe serve: http://HOST:PORT (Ctrl-C stops)`` on stdout once it answers (with
     the port it got, for port 0), and a warning on stderr when it listens beyond loopback.
@@ -934,8 +977,6 @@ def serve(config: ServerConfig, **uvicorn_options: Any) -> None:
     """
     import sys
 
-    import uvicorn
-
     sock = _listen(config.host, config.port)
     port = int(sock.getsockname()[1])
     if not _is_loopback(config.host):
@@ -945,18 +986,12 @@ def serve(config: ServerConfig, **uvicorn_options: Any) -> None:
             file=sys.stderr,
             flush=True,
         )
-    options: dict[str, Any] = {"log_level": "warning", "access_log": False}
-    options.update(uvicorn_options)
     shown = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
 
-    class _Server(uvicorn.Server):
-        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-            await super().startup(sockets=sockets)
-            if not self.should_exit:
-                print(f"trompe serve: {_url(shown, port)} (Ctrl-C stops)", flush=True)
+    def started(port: int) -> None:
+        print(f"trompe serve: {_url(shown, port)} (Ctrl-C stops)", flush=True)
 
-    app = create_app(config.replace(port=port))
-    server = _Server(uvicorn.Config(app, host=config.host, port=port, **options))
+    server = make_server(config.replace(port=port), on_started=started, **uvicorn_options)
     try:
         server.run(sockets=[sock])
     finally:

@@ -8,8 +8,11 @@ an attack happens in worker processes (``multiprocessing``, spawn), never in the
 - it runs :func:`trompe.api.attack` and :func:`trompe.report.save_result` into the job's folder
   (the same calls as ``trompe attack``, so the page and the command line cannot disagree), plus
   ``original.png`` (the 8-bit image that was attacked);
-- progress goes back after every step; a cancel or the time limit makes the progress callback
-  raise, and a worker that does not stop within ``cancel_grace_s`` is killed and replaced;
+- progress goes back at most ten times a second (the last step always), through a pipe of its
+  own per worker (a killed worker cannot leave a shared queue's lock held);
+- a cancel or the time limit makes the progress callback raise (the cancel flag is a shared
+  integer, read without a lock), and a worker that does not stop within ``cancel_grace_s`` is
+  killed and replaced; so is a worker that dies (out of memory), its job failed;
 - a worker is replaced after ``max_jobs_per_worker`` jobs, returning its memory.
 
 In the server process a pump thread applies the workers' messages to the :class:`Job` objects
@@ -392,6 +395,8 @@ def _check_options(request: JobRequest) -> None:
 
     info = get_attack(request.attack)
     known = [option.name for option in info.options()]
+    if request.min_eps:
+        known.append("precision")  # the budget search's own (trompe.attacks.MinimalEps)
     unknown = sorted(set(request.options) - set(known))
     if unknown:
         raise InvalidArgumentError(
@@ -505,7 +510,7 @@ class JobManager:
                 except OSError as error:
                     raise InvalidArgumentError(
                         f"cannot create the results folder '{directory}': "
-                        f"{error.strerror or error}; choose another --results-dir"
+                        f"{error.strerror or error}; choose another results folder"
                     ) from None
                 if not directory.is_dir():
                     raise InvalidArgumentError(
@@ -526,6 +531,9 @@ class JobManager:
             if self._closed:
                 return
             self._closed = True
+            for worker in self._workers:
+                if worker.ticket is not None:
+                    worker.cancel.value = worker.ticket  # stop at the next step
             now = time.time()
             for entry in self._jobs.values():
                 if not entry.job.status.finished:
@@ -533,9 +541,6 @@ class JobManager:
             self._queue.clear()
             workers, self._workers = self._workers, []
             retiring, self._retiring = self._retiring, []
-            for worker in workers:
-                if worker.ticket is not None:
-                    worker.cancel.value = worker.ticket
             self._changed.notify_all()
         self._stop.set()
         for thread in self._threads:
@@ -879,8 +884,11 @@ class JobManager:
                     with self._lock:
                         worker.dead = True
                     continue
-                with self._lock:
-                    self._apply(worker, message)
+                try:
+                    with self._lock:
+                        self._apply(worker, message)
+                except Exception:  # never let the pump die: log and carry on
+                    log.exception("a worker's message could not be applied: %.200r", message)
             try:
                 self._supervise()
             except Exception:  # never let the pump die: log and carry on

@@ -530,7 +530,8 @@ function finish(job) {
   bar.max = 1;
   bar.value = job.status === "done" ? 1 : 0;
   if (job.status === "done") {
-    say(`done in ${job.seconds != null ? job.seconds.toFixed(1) : "?"} s`, "done");
+    const took = job.seconds != null ? ` in ${job.seconds.toFixed(1)} s` : "";
+    say(`done${took}: the attack, its files and the check of the saved PNG`, "done");
     showResult(job);
   } else if (job.status === "cancelled") {
     say("cancelled", "cancelled");
@@ -581,7 +582,7 @@ async function showResult(job) {
     ["PSNR", n.psnr_db == null ? "∞" : `${n.psnr_db.toFixed(1)} dB`],
     ["pixels changed", String(n.l0_pixels)],
     ["steps", String(r.steps)],
-    ["time", `${r.seconds.toFixed(2)} s`],
+    ["attack time", `${r.seconds.toFixed(2)} s`],
   ];
   if (state.blackBox) rows.push(["queries", String(r.queries)]);
   $("metrics").replaceChildren(...rows.map(([k, v]) => el("div", {}, el("dt", { textContent: k }), el("dd", { textContent: v }))));
@@ -706,8 +707,8 @@ async function start() {
     setAttack();
     $("samples").replaceChildren(
       ...samples.samples.map((s) => {
-        const button = el("button", { type: "button", className: "sample", title: s.name });
-        button.append(el("img", { src: s.url, alt: "" }), el("span", { textContent: s.name }));
+        // Text, not thumbnails: the samples are whole photos (700 kB for two), fetched on a click.
+        const button = el("button", { type: "button", className: "sample", textContent: s.name });
         button.addEventListener("click", () => choose({ sample: s.name }, s.url));
         return button;
       })
