@@ -503,13 +503,16 @@ def test_stopping_ends_open_event_streams() -> None:
                 httpx.Client(base_url=url, timeout=60) as c,
                 c.stream("GET", job["urls"]["events"]) as response,
             ):
-                ended.extend(line for line in response.iter_lines() if line.startswith("event:"))
+                for line in response.iter_lines():
+                    if line.startswith("event:"):
+                        ended.append(line)
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         deadline = time.monotonic() + 120
-        while httpx.get(f"{url}/api/jobs/{job['id']}").json()["status"] != "running":
-            assert time.monotonic() < deadline
+        # The stream is open (an event came) and the job runs: now the server stops.
+        while not ended or httpx.get(f"{url}/api/jobs/{job['id']}").json()["status"] != "running":
+            assert time.monotonic() < deadline and watcher.is_alive()
             time.sleep(0.2)
         started = time.monotonic()
     assert time.monotonic() - started < 30  # not the 60 s of the graceful wait below
