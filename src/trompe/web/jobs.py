@@ -884,8 +884,11 @@ class JobManager:
                     with self._lock:
                         worker.dead = True
                     continue
-                with self._lock:
-                    self._apply(worker, message)
+                try:
+                    with self._lock:
+                        self._apply(worker, message)
+                except Exception:  # never let the pump die: log and carry on
+                    log.exception("a worker's message could not be applied: %.200r", message)
             try:
                 self._supervise()
             except Exception:  # never let the pump die: log and carry on
