@@ -195,9 +195,8 @@ def test_classify_matches_the_library(client: httpx.Client, digit: tuple[Path, i
     cat = client.post("/api/classify", data={"sample": "cat", "model": "efficientnet_lite0"})
     assert cat.status_code == 200
     assert cat.json()["top"][0]["label"] in {"tabby cat", "tiger cat", "Egyptian Mau"}
-    started = time.perf_counter()
-    assert client.post("/api/classify", data={"sample": "cat", "model": "efficientnet_lite0"})
-    assert time.perf_counter() - started < 1.0  # the model stays loaded
+    again = client.post("/api/classify", data={"sample": "cat", "model": "efficientnet_lite0"})
+    assert again.json()["top"] == cat.json()["top"]  # speed is measured in benchmarks/, not here
 
 
 def test_a_served_model_that_cannot_load(client: httpx.Client) -> None:
