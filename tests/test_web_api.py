@@ -103,6 +103,7 @@ def read_events(base: str, path: str, timeout: float = 120) -> list[tuple[str, d
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache"
+        assert "content-encoding" not in response.headers  # never buffered by compression
         name = None
         for line in response.iter_lines():
             if line.startswith("event: "):
@@ -162,6 +163,24 @@ def test_health_and_catalogue(client: httpx.Client) -> None:
     assert photo.headers["content-type"] == "image/png"
     assert photo.content == trompe.example_path("chelsea").read_bytes()
     assert client.get("/api/samples/passwd").status_code == 404
+
+
+def test_listings_are_compressed_for_clients_that_accept_it(base: str) -> None:
+    with httpx.Client(base_url=base) as c:
+        raw = c.get(
+            "/api/labels",
+            params={"model": "efficientnet_lite0"},
+            headers={"Accept-Encoding": "identity"},
+        )
+        packed = c.get(
+            "/api/labels",
+            params={"model": "efficientnet_lite0"},
+            headers={"Accept-Encoding": "gzip"},
+        )
+    assert "content-encoding" not in raw.headers
+    assert packed.headers["content-encoding"] == "gzip"
+    assert int(packed.headers["content-length"]) * 3 < len(raw.content)
+    assert packed.json() == raw.json()  # httpx decodes it
 
 
 def test_openapi_page_is_served_locally(client: httpx.Client) -> None:
@@ -391,6 +410,8 @@ def test_full_flow(client: httpx.Client, base: str, digit: tuple[Path, int]) -> 
         kind = "application/json" if name.endswith(".json") else "image/png"
         assert response.headers["content-type"].startswith(kind)
         assert "content-disposition" not in response.headers
+        if name.endswith(".png"):
+            assert "content-encoding" not in response.headers  # PNG is compressed already
         if name == "result.json":
             assert response.json() == result
     download = client.get(final["files"]["adversarial.png"], params={"download": "1"})
