@@ -176,3 +176,56 @@ def test_help_does_not_import_the_web_framework() -> None:
     assert result.returncode == 0, result.stderr
     assert "--max-steps" in result.stdout and "--allow-origin" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _loopback_namespace() -> list[str] | None:
+    """A command prefix that runs inside a new network namespace holding only loopback, or
+    ``None`` where unshare cannot make one (then a test binding 0.0.0.0 is skipped: it must
+    never listen on the machine's real interfaces)."""
+    import shutil
+
+    if not (shutil.which("unshare") and shutil.which("ip")):
+        return None
+    probe = subprocess.run(
+        ["unshare", "-rn", "ip", "link", "set", "lo", "up"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        return None
+    return ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+
+
+@pytest.mark.slow
+def test_listening_beyond_loopback_warns(tmp_path: Path) -> None:
+    prefix = _loopback_namespace()
+    if prefix is None:
+        pytest.skip("needs unshare -rn: 0.0.0.0 is bound only inside a loopback-only namespace")
+    server = subprocess.Popen(
+        [
+            *prefix,
+            sys.executable,
+            "-m",
+            "trompe",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--default-model",
+            "digits_robust",
+            "--results",
+            str(tmp_path / "results"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert server.stderr is not None and server.stdout is not None
+        warning = server.stderr.readline()
+        assert warning.startswith("trompe serve: warning: listening on 0.0.0.0, so anyone")
+        assert "--host 127.0.0.1" in warning
+        assert server.stdout.readline().startswith("trompe serve: http://127.0.0.1:")
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        assert server.wait(timeout=60) == 0
