@@ -13,14 +13,26 @@ workers stopped, a temporary results folder removed) when the block ends, even o
 from __future__ import annotations
 
 import contextlib
+import io
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from trompe.web.config import ServerConfig
 
-__all__ = ["digits_config", "live_server"]
+__all__ = ["CHROMIUM_ARGS", "alive", "descendants", "digit_png", "digits_config", "live_server"]
+
+#: Chromium's flags for a headless run on a closed network (no sandbox: CI runs as root).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 #: How long the server may take to start (the job manager starts its workers: spawn + torch).
 START_TIMEOUT_S = 120.0
@@ -87,3 +99,45 @@ def live_server(config: ServerConfig | None = None, **uvicorn_options: Any) -> I
             server.force_exit = True
             thread.join(10)
             raise RuntimeError(f"the server did not stop within {STOP_TIMEOUT_S:g} s")
+
+
+def descendants(pid: int) -> list[int]:
+    """The living descendants of a process, from ``/proc`` (children first)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        current = todo.pop(0)
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def digit_png() -> bytes:
+    """A test digit of scikit-learn's set (the first seven) as an 8x8 PNG."""
+    from trompe.images import to_pil
+    from trompe.models.digits import load_digits
+
+    data = load_digits()
+    index = int((data.test_labels == 7).nonzero()[0])
+    buffer = io.BytesIO()
+    to_pil(data.test_images[index]).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -14,33 +14,7 @@ import httpx
 import pytest
 
 from _helpers import one_line_error, run_cli
-
-
-def children_of(pid: int) -> set[int]:
-    """Every living descendant of ``pid`` (from /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+from _web import alive, descendants
 
 
 @pytest.mark.slow
@@ -94,7 +68,7 @@ def test_serve_starts_answers_and_stops(tmp_path: Path, signum: int, group: bool
             job = httpx.get(f"{base}{job['urls']['self']}", timeout=30).json()
         assert job["status"] == "done", job
         assert (results / job["id"] / "adversarial.png").is_file()
-        workers = children_of(server.pid)
+        workers = set(descendants(server.pid))
         assert workers
         if group:  # Ctrl-C in a terminal: the server and its workers all get SIGINT
             os.killpg(server.pid, signum)

@@ -23,7 +23,6 @@ and must exit 0 without leaving its worker behind.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -41,6 +40,7 @@ from typing import Any
 import httpx
 import pytest
 
+from _web import alive, descendants, digit_png
 from trompe.web.jobs import FILES
 
 pytestmark = pytest.mark.slow
@@ -71,48 +71,6 @@ JOB_FIELDS = {
     "eps": str(32 / 255),
     "options": json.dumps({"steps": 5, "seed": 0}),
 }
-
-
-def digit_png() -> bytes:
-    """A test digit of scikit-learn's set (the first seven) as an 8x8 PNG."""
-    from trompe.images import to_pil
-    from trompe.models.digits import load_digits
-
-    data = load_digits()
-    index = int((data.test_labels == 7).nonzero()[0])
-    buffer = io.BytesIO()
-    to_pil(data.test_images[index]).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def descendants(pid: int) -> list[int]:
-    """The living descendants of a process, from ``/proc`` (children first)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], list(children.get(pid, []))
-    while todo:
-        current = todo.pop(0)
-        found.append(current)
-        todo += children.get(current, [])
-    return found
-
-
-def alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def tree_rss_kb(pid: int) -> int:

@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - CI installs it (the test extra)
     sync_playwright = None
 
 import trompe
-from _web import live_server
+from _web import CHROMIUM_ARGS, live_server
 from trompe.web import ServerConfig
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -43,14 +43,6 @@ if not CHROMIUM.exists():
 # A browser, a server and efficientnet_lite0: about 40 s for the module on two busy cores.
 pytestmark = pytest.mark.slow
 
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 #: Generous bounds for a busy two-core machine; a working flow takes a few seconds each.
 CLASSIFY_S = 60
 ATTACK_S = 90
@@ -72,7 +64,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext
             str(profile),
             executable_path=str(CHROMIUM),
             headless=True,
-            args=ARGS,
+            args=CHROMIUM_ARGS,
             viewport={"width": 1100, "height": 900},
             accept_downloads=True,
             color_scheme="light",
