@@ -262,3 +262,36 @@ def test_cancel_stops_a_running_job(page: Page, server: str) -> None:
             break
         time.sleep(0.2)
     assert queue["running"] == 0, queue
+
+
+def tab_to(page: Page, selector: str, most: int = 60) -> None:
+    """Press Tab until the element ``selector`` has the focus (a keyboard user's way there)."""
+    for _ in range(most):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement === document.querySelector(s)", selector):
+            return
+    raise AssertionError(f"{selector} cannot be reached with the Tab key")
+
+
+def test_a_phone_sized_window_and_the_keyboard_alone(page: Page) -> None:
+    """The whole flow at a phone's width without the mouse: a sample, a target, Run, the
+    result; nothing wider than the screen."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    tab_to(page, "#samples button")
+    page.keyboard.press("Enter")  # the first sample: the cat
+    expect(page.locator("#top-now li")).to_have_count(5, timeout=CLASSIFY_S * 1000)
+    tab_to(page, "#target")
+    choose_target(page, "lemo", "lemon")
+    tab_to(page, "#eps")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("16")
+    tab_to(page, "#run")
+    page.keyboard.press("Enter")
+    expect(page.locator("#result")).to_be_visible(timeout=ATTACK_S * 1000)
+    expect(page.locator("#verdict")).to_contain_text("lemon")
+    for shown in ("#r-original", "#r-adversarial", "#r-perturbation", "#dl-adv"):
+        box = page.locator(shown).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, shown
+    wide = page.evaluate("document.documentElement.scrollWidth")
+    assert wide <= 390, f"the page is {wide} px wide on a 390 px screen"
+    tab_to(page, "#dl-adv")  # the downloads are reachable too
