@@ -12,12 +12,13 @@ import inspect
 import re
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
 from trompe.errors import InvalidArgumentError
 
-__all__ = ["Option", "attack_options", "parse_option"]
+__all__ = ["Option", "attack_options", "check_option_names", "parse_option"]
 
 #: Set by the interfaces from their own flags or the goal; not listed as options.
 _RESERVED = {"self", "eps", "norm", "attack", "options"}
@@ -167,6 +168,28 @@ def _convert(text: str, annotation: Any, name: str) -> Any:
     raise InvalidArgumentError(f"option {name} cannot be set from the command line")
 
 
+def check_option_names(cls: type, names: Iterable[str], *, also: Iterable[str] = ()) -> None:
+    """Refuse, in one sentence listing the attack's options, a keyword it does not take (its
+    constructor would raise a bare TypeError).
+
+    Args:
+        cls: the attack class.
+        names: the option names given.
+        also: names accepted besides the attack's own (``precision`` of the budget search).
+
+    Raises:
+        InvalidArgumentError: the first unknown name, in sorted order.
+    """
+    known = [o.name for o in attack_options(cls)] + list(also)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        attack = getattr(cls, "name", cls.__name__)
+        raise InvalidArgumentError(
+            f"attack {attack!r} has no option {unknown[0]!r}; its options: "
+            f"{', '.join(known) or 'none'} (see `trompe attacks {attack}`)"
+        )
+
+
 def parse_option(cls: type, text: str) -> tuple[str, Any]:
     """Turn ``"name=value"`` into the typed keyword argument of attack class ``cls``.
 
@@ -176,16 +199,10 @@ def parse_option(cls: type, text: str) -> tuple[str, Any]:
     """
     name, sep, value = text.partition("=")
     name = name.strip().replace("-", "_")
-    attack = getattr(cls, "name", cls.__name__)
     if not sep or not name:
         raise InvalidArgumentError(
             f"an option is written NAME=VALUE (e.g. steps=100), got {text!r}"
         )
+    check_option_names(cls, [name])
     options = {o.name: o for o in attack_options(cls)}
-    if name not in options:
-        known = ", ".join(options) or "none"
-        raise InvalidArgumentError(
-            f"attack {attack!r} has no option {name!r}; its options: {known} "
-            f"(see `trompe attacks {attack}`)"
-        )
     return name, _convert(value.strip(), options[name].annotation, name)

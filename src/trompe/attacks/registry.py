@@ -24,7 +24,7 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from trompe.attacks._options import Option, attack_options
+from trompe.attacks._options import Option, attack_options, check_option_names
 from trompe.errors import InvalidArgumentError, UnknownAttackError
 
 if TYPE_CHECKING:
@@ -131,6 +131,7 @@ class AttackInfo:
             >>> get_attack("pgd").create(eps=8 / 255, norm="l2", steps=20).norm
             'l2'
         """
+        check_option_names(self.cls, options)  # one sentence, not the constructor's TypeError
         norm = norm or self.norms[0]
         if self.minimum_norm:
             if eps is not None:

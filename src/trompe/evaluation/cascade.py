@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from trompe.attacks._options import check_option_names
 from trompe.attacks.base import FixedBudgetAttack, _no_autocast
 from trompe.attacks.goal import Goal, Untargeted
 from trompe.attacks.registry import AttackInfo, get_attack
@@ -161,13 +162,7 @@ def _check_stage(info: AttackInfo, options: Mapping[str, Any], norm: str) -> Non
             f"the options of attack {info.name!r} set {', '.join(reserved)}, which the "
             "evaluation sets itself (budgets with --eps, the seed with --seed); leave them out"
         )
-    known = {option.name for option in info.options()}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise InvalidArgumentError(
-            f"attack {info.name!r} has no option {', '.join(unknown)}; its options: "
-            f"{', '.join(sorted(known))}"
-        )
+    check_option_names(info.cls, options)
     # Build it once, so that a bad value fails now rather than in the middle of a run.
     _create(info, 1 / 255 if norm == "linf" else 0.5, norm, 0, options, 1000)
 

@@ -392,16 +392,11 @@ def _check_options(request: JobRequest) -> None:
     """Refuse options the attack does not take, in a sentence (the attack's own constructor
     would raise a TypeError)."""
     from trompe.attacks import get_attack
+    from trompe.attacks._options import check_option_names
 
-    info = get_attack(request.attack)
-    known = [option.name for option in info.options()]
-    if request.min_eps:
-        known.append("precision")  # the budget search's own (trompe.attacks.MinimalEps)
-    unknown = sorted(set(request.options) - set(known))
-    if unknown:
-        raise InvalidArgumentError(
-            f"attack {info.name!r} has no option {unknown[0]!r}; its options are {', '.join(known)}"
-        )
+    # precision: the budget search's own option (trompe.attacks.MinimalEps)
+    also = ("precision",) if request.min_eps else ()
+    check_option_names(get_attack(request.attack).cls, request.options, also=also)
 
 
 def _scrub(message: str, folder: Path) -> str:
