@@ -77,11 +77,22 @@ if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 if TYPE_CHECKING:
-    from trompe.api import attack, classify, evaluate, resolve_model
+    from trompe.api import (
+        apply,
+        attack,
+        check,
+        classify,
+        evaluate,
+        patch,
+        resolve_model,
+        transfer,
+        universal,
+    )
     from trompe.attacks import AttackResult, SweepResult, Targeted, Untargeted
 
     # From its own module: mypy reads `sweep` of trompe.attacks, both a submodule and a
     # function there, as a second definition inside this conditional block.
+    from trompe.attacks.gradient import GradientOptions
     from trompe.attacks.sweep import sweep
     from trompe.errors import (
         AccessError,
@@ -115,6 +126,7 @@ if TYPE_CHECKING:
         load_model,
         register_model,
     )
+    from trompe.transforms import parse_transforms
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -122,6 +134,7 @@ __all__ = [
     "AttackResult",
     "Classifier",
     "EvaluationReport",
+    "GradientOptions",
     "ImageError",
     "InstallationError",
     "InvalidArgumentError",
@@ -138,8 +151,10 @@ __all__ = [
     "UnknownModelError",
     "Untargeted",
     "__version__",
+    "apply",
     "attack",
     "center_crop_resize",
+    "check",
     "classify",
     "evaluate",
     "example_path",
@@ -148,17 +163,33 @@ __all__ = [
     "load_image",
     "load_images",
     "load_model",
+    "parse_transforms",
+    "patch",
     "quantize",
     "register_model",
     "resolve_model",
     "save_png",
     "sweep",
     "to_pil",
+    "transfer",
+    "universal",
 ]
 
 #: Where each public name lives; the TYPE_CHECKING imports above say the same for type checkers.
 _HOMES = {
-    "trompe.api": ("attack", "classify", "evaluate", "resolve_model"),
+    "trompe.api": (
+        "apply",
+        "attack",
+        "check",
+        "classify",
+        "evaluate",
+        "patch",
+        "resolve_model",
+        "transfer",
+        "universal",
+    ),
+    "trompe.attacks.gradient": ("GradientOptions",),
+    "trompe.transforms": ("parse_transforms",),
     "trompe.attacks": ("AttackResult", "SweepResult", "Targeted", "Untargeted", "sweep"),
     "trompe.errors": (
         "AccessError",

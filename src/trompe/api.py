@@ -35,6 +35,7 @@ from trompe.attacks import (
 )
 from trompe.attacks import sweep as run_sweep
 from trompe.attacks.base import ProgressCallback, check_count, check_seed
+from trompe.attacks.gradient import GradientOptions
 from trompe.errors import BudgetWarning, InvalidArgumentError
 from trompe.evaluation import (
     EvalConfig,
@@ -49,6 +50,8 @@ from trompe.evaluation._types import PRECISIONS
 from trompe.evaluation.cascade import EVAL_NORMS
 from trompe.evaluation.distributed import detect as detect_distributed
 from trompe.evaluation.run import check_shard
+from trompe.evaluation.survival import check_survival
+from trompe.evaluation.transfer import check_transfer
 from trompe.images import load_image, quantize
 from trompe.models import DEFAULT_MODEL, Classifier, Prediction, load_model
 from trompe.models.registry import resolve_device
@@ -353,6 +356,13 @@ def attack(
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
     sweep: None = None,
+    survive: Any = None,
+    samples: int | None = None,
+    diversity: float = 0.0,
+    translation: int = 0,
+    variance: int = 0,
+    momentum: float = 0.0,
+    transfer_to: str | Classifier | Sequence[str | Classifier] | None = None,
     **options: Any,
 ) -> AttackResult: ...
 
@@ -372,6 +382,13 @@ def attack(
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
     sweep: Sequence[float],
+    survive: Any = None,
+    samples: int | None = None,
+    diversity: float = 0.0,
+    translation: int = 0,
+    variance: int = 0,
+    momentum: float = 0.0,
+    transfer_to: str | Classifier | Sequence[str | Classifier] | None = None,
     **options: Any,
 ) -> SweepResult: ...
 
@@ -390,6 +407,13 @@ def attack(
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
     sweep: Sequence[float] | None = None,
+    survive: Any = None,
+    samples: int | None = None,
+    diversity: float = 0.0,
+    translation: int = 0,
+    variance: int = 0,
+    momentum: float = 0.0,
+    transfer_to: str | Classifier | Sequence[str | Classifier] | None = None,
     **options: Any,
 ) -> AttackResult | SweepResult:
     """Make one adversarial image: the photo, changed so that the model sees ``target``.
@@ -416,6 +440,18 @@ def attack(
         sweep: a list of budgets ([0, 1] units; L0: pixels) instead of ``eps``: the attack runs
             at each (see :func:`trompe.attacks.sweep`) and a
             :class:`~trompe.attacks.SweepResult` is returned.
+        survive: transformations the image must survive (expectation over transformation):
+            ``"jpeg:50-95,resize:0.5-1.0"``, a list of specs, or a
+            :class:`~trompe.transforms.TransformChain`; the gradient is averaged over random
+            draws of them, and ``result.survival`` says how the saved 8-bit image fares under
+            the real ones (Pillow's JPEG encoder, resizes...). Iterative attacks only (fgsm,
+            pgd, mifgsm, pgd-l0).
+        samples: views averaged per step (default 4 with ``survive``, else 1).
+        diversity, translation, variance, momentum: the gradient hook's input diversity,
+            translation invariance, variance tuning and momentum, for transfer to other models
+            (see :class:`~trompe.attacks.gradient.GradientOptions`); iterative attacks only.
+        transfer_to: held-out models (names or classifiers) that the adversarial image is
+            shown to afterwards; ``result.transfer`` says what each of them sees.
         **options: attack hyper-parameters (``steps``, ``step_size``, ``seed``, ``queries``...;
             ``trompe attacks NAME`` lists them).
 
@@ -432,6 +468,18 @@ def attack(
     request = check_budget(attack, norm=norm, eps=eps, sweep=sweep, min_eps=min_eps)
     info = get_attack(request.attack)
     norm = request.norm
+    hook = GradientOptions(
+        transforms=survive,
+        samples=samples,
+        diversity=diversity,
+        translation=translation,
+        variance=variance,
+        momentum=momentum,
+    )
+    if hook.active:
+        check_gradient_options(info.name, info.cls)
+        options["gradient"] = hook
+    held_out = [] if transfer_to is None else _model_list(transfer_to)
     for value in [eps] if sweep is None else list(sweep):
         if value is not None:
             warn_tiny_budget(float(value), norm)
@@ -462,7 +510,42 @@ def attack(
             runner = MinimalEps(fixed, max_eps=budget, norm=norm, **options)
         else:
             runner = info.create(eps=budget, norm=norm, **options)
-    return dataclasses.replace(runner(clf, images, goal, progress=progress), sources=sources)
+    result = dataclasses.replace(runner(clf, images, goal, progress=progress), sources=sources)
+    if hook.transforms is not None:
+        result = dataclasses.replace(
+            result, survival=check_survival(clf, result.adversarial, result.goal, hook.transforms)
+        )
+    if held_out:
+        models = [resolve_model(other, device) for other in held_out]
+        result = dataclasses.replace(
+            result, transfer=check_transfer(models, result.adversarial, result.goal)
+        )
+    return result
+
+
+def check_gradient_options(name: str, cls: type) -> None:
+    """Refuse, in one line, gradient-hook options for an attack that has no gradient hook."""
+    import inspect
+
+    if "gradient" not in inspect.signature(cls).parameters:
+        raise InvalidArgumentError(
+            f"attack {name!r} has no gradient hook: --survive, --diversity, --translation, "
+            "--variance, --momentum and --samples work with fgsm, pgd, mifgsm and pgd-l0"
+        )
+
+
+def _model_list(
+    models: str | Classifier | Sequence[str | Classifier],
+) -> list[str | Classifier]:
+    """Models given as one, a comma-separated text or a list."""
+    if isinstance(models, Classifier):
+        return [models]
+    if isinstance(models, str):
+        names = [name.strip() for name in models.split(",")]
+        if not all(names):
+            raise InvalidArgumentError(f"an empty model name in {models!r}")
+        return list(names)
+    return list(models)
 
 
 # -- evaluation --------------------------------------------------------------------------------
@@ -683,3 +766,43 @@ def evaluate(
         save_adversarial=save_adversarial,
         progress=progress,
     )
+
+
+# -- real world: survival (issue 13, part 1) ---------------------------------------------------
+
+
+def check(*args: Any, **kwargs: Any) -> Any:
+    """(being built) How an image fares under real transforms: ``trompe check``."""
+    raise NotImplementedError
+
+
+# -- real world: transfer over a folder (issue 13, part 2) --------------------------------------
+
+
+def transfer(*args: Any, **kwargs: Any) -> Any:
+    """(being built) Transfer rates over a folder of photos: ``trompe transfer``."""
+    raise NotImplementedError
+
+
+# -- real world: universal perturbation (issue 13, part 3) --------------------------------------
+
+
+def universal(*args: Any, **kwargs: Any) -> Any:
+    """(being built) One perturbation for many photos: ``trompe universal``."""
+    raise NotImplementedError
+
+
+# -- real world: adversarial patch (issue 13, part 4) -------------------------------------------
+
+
+def patch(*args: Any, **kwargs: Any) -> Any:
+    """(being built) A printable adversarial patch: ``trompe patch``."""
+    raise NotImplementedError
+
+
+# -- real world: apply a perturbation or a patch (issue 13, parts 3 and 4) ---------------------
+
+
+def apply(*args: Any, **kwargs: Any) -> Any:
+    """(being built) Apply a universal perturbation or a patch to a photo: ``trompe apply``."""
+    raise NotImplementedError

@@ -55,7 +55,10 @@ __all__ = [
     "example_path",
     "load_image",
     "load_images",
+    "load_photos",
+    "png_bytes",
     "quantize",
+    "read_png_text",
     "save_png",
     "to_pil",
     "to_uint8",
@@ -840,3 +843,91 @@ def center_crop_resize(
         options = {"align_corners": False, "antialias": antialias}
     resized = F.interpolate(batch, size=(out_h, out_w), mode=interpolation, **options)
     return resized if images.dim() == 4 else resized.squeeze(0)
+
+
+#: File extensions read as photos in a folder (:func:`load_photos`), compared without case.
+PHOTO_EXTENSIONS: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".bmp",
+)
+
+
+def load_photos(
+    folder: str | os.PathLike[str],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    limit: int | None = None,
+    what: str = "folder",
+) -> list[tuple[str, torch.Tensor]]:
+    """The photos lying directly in ``folder``, read with :func:`load_image`, by sorted name.
+
+    Hidden files and files whose extension is not an image's (:data:`PHOTO_EXTENSIONS`) are
+    left out; sub-folders are not entered.
+
+    Args:
+        folder: the folder.
+        max_pixels: refuse larger images.
+        limit: read at most this many (the first by name).
+        what: what the caller's user calls the folder, for the messages (``"--holdout"``).
+
+    Returns:
+        ``(file name, (3, H, W) tensor in [0, 1])`` pairs.
+
+    Raises:
+        InvalidArgumentError: ``folder`` is missing, not a folder, or holds no image file; one
+            line that names it.
+        ImageError: an image file that cannot be read (named).
+    """
+    path = pathlib.Path(folder)
+    shown = str(path)
+    if not path.exists():
+        raise InvalidArgumentError(f"no such {what}: '{shown}'; give a folder of photos")
+    if not path.is_dir():
+        raise InvalidArgumentError(f"the {what} '{shown}' is not a folder; give a folder of photos")
+    try:
+        names = sorted(
+            entry.name
+            for entry in path.iterdir()
+            if not entry.name.startswith(".")
+            and entry.name.lower().endswith(PHOTO_EXTENSIONS)
+            and entry.is_file()
+        )
+    except OSError as error:
+        raise InvalidArgumentError(f"cannot read the {what} '{shown}': {error.strerror}") from None
+    if not names:
+        raise InvalidArgumentError(
+            f"the {what} '{shown}' holds no photos ({', '.join(PHOTO_EXTENSIONS)} files)"
+        )
+    if limit is not None:
+        names = names[:limit]
+    return [(name, load_image(path / name, max_pixels=max_pixels)) for name in names]
+
+
+def png_bytes(image: torch.Tensor, text: dict[str, str] | None = None) -> bytes:
+    """A lossless 8-bit RGB PNG of a (3, H, W) image in [0, 1], with ``text`` as tEXt chunks
+    (the metadata by which ``trompe apply`` recognises a perturbation or a patch)."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    to_pil(image).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def read_png_text(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The tEXt chunks of a PNG file (``{}`` for another format or none). Call it after
+    :func:`load_image` has checked the file: this reads the whole file again."""
+    try:
+        with Image.open(path, formats=("PNG",)) as opened:
+            opened.load()
+            return {str(k): str(v) for k, v in getattr(opened, "text", {}).items()}
+    except (UnidentifiedImageError, OSError):
+        return {}

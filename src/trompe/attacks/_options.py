@@ -21,7 +21,7 @@ from trompe.errors import InvalidArgumentError
 __all__ = ["Option", "attack_options", "check_option_names", "parse_option"]
 
 #: Set by the interfaces from their own flags or the goal; not listed as options.
-_RESERVED = {"self", "eps", "norm", "attack", "options"}
+_RESERVED = {"self", "eps", "norm", "attack", "options", "gradient"}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from trompe.attacks.goal import Goal
+from trompe.attacks.gradient import GradientOptions
 from trompe.attacks.oracle import Oracle
 from trompe.attacks.registry import Family
 from trompe.attacks.registry import register as _register
@@ -537,6 +538,10 @@ class IterativeAttack(FixedBudgetAttack):
         early_stop: stop each image as soon as its 8-bit version meets the goal. Without it,
             every image takes every step and the last iterate is returned.
         seed: seeds the random start; ``None`` draws a fresh seed.
+        gradient: the gradient hook's options
+            (:class:`~trompe.attacks.gradient.GradientOptions`: EOT over transforms, input
+            diversity, translation invariance, variance tuning, momentum); ``None`` for the
+            plain gradient.
     """
 
     default_relative_step: ClassVar[float] = 0.25
@@ -552,9 +557,15 @@ class IterativeAttack(FixedBudgetAttack):
         restarts: int = 1,
         early_stop: bool = True,
         seed: int | None = 0,
+        gradient: GradientOptions | None = None,
     ) -> None:
         super().__init__(eps=eps, norm=norm)
         check_positive("steps", steps, integer=True)
+        if gradient is not None and not isinstance(gradient, GradientOptions):
+            raise InvalidArgumentError(
+                f"gradient must be GradientOptions(...) or None, got {type(gradient).__name__}"
+            )
+        self.gradient = gradient if gradient is not None and gradient.active else None
         check_positive("restarts", restarts, integer=True)
         if restarts > 1 and not random_start:
             raise InvalidArgumentError("restarts need random_start=True: they would repeat")
@@ -569,6 +580,27 @@ class IterativeAttack(FixedBudgetAttack):
 
     def _default_step(self) -> float:
         return self.default_relative_step * self.eps
+
+    def params(self) -> dict[str, Any]:
+        """The hyper-parameters, with the gradient hook's options that are on."""
+        params = super().params()
+        if self.gradient is not None:
+            params.update(self.gradient.params())
+        return params
+
+    def _hooked_gradient(
+        self,
+        model: Classifier,
+        x: torch.Tensor,
+        goal: Goal,
+        generator: torch.Generator,
+        state: dict[str, torch.Tensor],
+        index: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor]:
+        """:meth:`_gradient`, or the pipeline of :attr:`gradient` when options are on."""
+        if self.gradient is None:
+            return self._gradient(model, x, goal, generator)
+        return self.gradient.gradient(model, x, goal, generator, state, index, self.eps)
 
     def _init_state(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-image state carried from step to step (e.g. momentum), indexed like the batch."""
@@ -632,6 +664,7 @@ class IterativeAttack(FixedBudgetAttack):
         # single fixed-step run returns its last iterate and needs no best-iterate bookkeeping.
         keep_best = self.early_stop or self.restarts > 1
         tracker = Tracker(images, goal, self.early_stop, keep_best=keep_best)
+        judge = self.gradient.judge(model) if self.gradient is not None else None
         generator = self._generator(images.device)
         # No noise where the model does not look (outside its centre crop): it could never be
         # optimised away and would only make the photo worse.
@@ -646,6 +679,8 @@ class IterativeAttack(FixedBudgetAttack):
                 if seen is not None:
                     x = torch.where(seen, x, images)
             state = self._init_state(images)
+            if self.gradient is not None:
+                state.update(self.gradient.init_state(images))
             for step in range(self.steps + 1):
                 index = tracker.active()
                 if not len(index):
@@ -665,9 +700,11 @@ class IterativeAttack(FixedBudgetAttack):
                         logits = model(current)
                     forwards: int | torch.Tensor = 1
                 else:
-                    logits, grad, forwards = self._gradient(model, current, running, generator)
+                    logits, grad, forwards = self._hooked_gradient(
+                        model, current, running, generator, state, index
+                    )
                 tracker.count(index, forwards=forwards, gradients=0 if last else 1)
-                tracker.observe(model, index, current, logits, round_fn)
+                tracker.observe(model, index, current, logits, round_fn, judge)
                 if last:
                     break
                 with torch.no_grad():

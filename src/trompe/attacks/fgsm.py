@@ -10,6 +10,7 @@ One step of size ``eps`` along the sign of the loss gradient (L2: along the grad
 from __future__ import annotations
 
 from trompe.attacks.base import Norm
+from trompe.attacks.gradient import GradientOptions
 from trompe.attacks.pgd import PGD
 
 __all__ = ["FGSM"]
@@ -28,5 +29,20 @@ class FGSM(PGD):
     rank = 10
     summary = "fast gradient sign method: one step to the edge of the budget (Goodfellow 2015)"
 
-    def __init__(self, *, eps: float, norm: Norm = "linf", seed: int | None = 0) -> None:
-        super().__init__(eps=eps, norm=norm, steps=1, step_size=eps, random_start=False, seed=seed)
+    def __init__(
+        self,
+        *,
+        eps: float,
+        norm: Norm = "linf",
+        seed: int | None = 0,
+        gradient: GradientOptions | None = None,
+    ) -> None:
+        super().__init__(
+            eps=eps,
+            norm=norm,
+            steps=1,
+            step_size=eps,
+            random_start=False,
+            seed=seed,
+            gradient=gradient,
+        )

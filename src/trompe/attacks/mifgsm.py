@@ -23,6 +23,7 @@ from trompe.attacks.base import (
     l1_normalise,
     l2_normalise,
 )
+from trompe.attacks.gradient import GradientOptions
 from trompe.errors import InvalidArgumentError
 
 __all__ = ["MIFGSM"]
@@ -60,8 +61,13 @@ class MIFGSM(IterativeAttack):
         restarts: int = 1,
         early_stop: bool = True,
         seed: int | None = 0,
+        gradient: GradientOptions | None = None,
     ) -> None:
         check_positive("steps", steps, integer=True)
+        if gradient is not None and gradient.momentum:
+            raise InvalidArgumentError(
+                "mifgsm has its own momentum (decay); leave the gradient's momentum at 0"
+            )
         super().__init__(
             eps=eps,
             norm=norm,
@@ -71,6 +77,7 @@ class MIFGSM(IterativeAttack):
             restarts=restarts,
             early_stop=early_stop,
             seed=seed,
+            gradient=gradient,
         )
         if (
             isinstance(decay, bool)

@@ -46,6 +46,11 @@ class AttackResult:
         sources: per image, the file it was read from, where known (:func:`trompe.attack`
             records the path it is given); :meth:`save` never writes onto one, even with
             ``force``.
+        survival: how the 8-bit adversarial images fare under real transformations (JPEG,
+            resizes...), where asked (:func:`trompe.attack` with ``survive``): a
+            :class:`~trompe.evaluation.survival.Survival`.
+        transfer: what held-out models see in the adversarial images, where asked
+            (``transfer_to``): a :class:`~trompe.evaluation.transfer.Transfer`.
     """
 
     original: torch.Tensor
@@ -67,6 +72,8 @@ class AttackResult:
     device: str | None = None
     model_info: dict[str, Any] | None = None
     sources: tuple[Path | None, ...] = ()
+    survival: Any = None
+    transfer: Any = None
 
     def __len__(self) -> int:
         return int(self.adversarial.shape[0])

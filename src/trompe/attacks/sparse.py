@@ -40,6 +40,7 @@ from trompe.attacks.base import (
     ProgressCallback,
 )
 from trompe.attacks.goal import Goal
+from trompe.attacks.gradient import GradientOptions
 from trompe.attacks.tracker import Tracker
 from trompe.errors import InvalidArgumentError
 from trompe.images import quantize
@@ -119,6 +120,7 @@ class PGDL0(IterativeAttack):
         restarts: int = 5,
         early_stop: bool = True,
         seed: int | None = 0,
+        gradient: GradientOptions | None = None,
     ) -> None:
         super().__init__(
             eps=eps,
@@ -129,6 +131,7 @@ class PGDL0(IterativeAttack):
             restarts=restarts,
             early_stop=early_stop,
             seed=seed,
+            gradient=gradient,
         )
 
     def _default_step(self) -> float:

@@ -174,13 +174,16 @@ class Tracker:
         candidates: torch.Tensor,
         logits: torch.Tensor,
         round_fn: RoundFn,
+        judge: Any = None,
     ) -> None:
         """Record the float iterates ``candidates`` of images ``index`` and their ``logits``.
 
         Keeps the best iterate per image (unless ``keep_best`` is off), and with early stopping
         checks the goal on the 8-bit version of the iterates whose float logits meet it: one
         extra forward pass for those images only (counted here). ``round_fn(x, index)`` rounds
-        iterates into the budget.
+        iterates into the budget. ``judge(rounded, goal)``, when given, replaces ``model``
+        for that check (EOT's :class:`~trompe.attacks.gradient.Judge`: the goal must hold on
+        several views); it spends ``judge.forwards`` evaluations per image.
         """
         everyone = index is self.everyone
         goal = self.goal if everyone else self.goal.subset(index)
@@ -209,8 +212,13 @@ class Tracker:
                 return
             chosen = index[hopeful]
             rounded = round_fn(candidates[hopeful], chosen)
-            met = goal.subset(hopeful).met(model(rounded))
-            self.count(chosen)
+            hoping = goal.subset(hopeful)
+            if judge is None:
+                met = hoping.met(model(rounded))
+                self.count(chosen)
+            else:
+                met = hoping.met(judge(rounded, hoping))
+                self.count(chosen, forwards=judge.forwards)
             self.done[chosen[met]] = True
             self.adversarial[chosen[met]] = rounded[met]
 

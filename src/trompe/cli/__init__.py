@@ -170,7 +170,18 @@ def budgets(text: str) -> list[float]:
 def _build_parser() -> argparse.ArgumentParser:
     # The verb modules import nothing heavy at their top; importing them here rather than above
     # keeps them free to import this package's exit codes and argument types.
-    from trompe.cli import attack, catalogue, classify, evaluate, serve
+    from trompe.cli import (
+        apply,
+        attack,
+        catalogue,
+        check,
+        classify,
+        evaluate,
+        patch,
+        serve,
+        transfer,
+        universal,
+    )
 
     # --debug is accepted before and after the verb; SUPPRESS keeps the sub-parser's default
     # from overwriting a --debug given before it.
@@ -197,6 +208,11 @@ def _build_parser() -> argparse.ArgumentParser:
     catalogue.add_models(verbs, common)
     attack.add_attack(verbs, common)
     attack.add_demo(verbs, common)
+    check.add_check(verbs, common)
+    transfer.add_transfer(verbs, common)
+    universal.add_universal(verbs, common)
+    patch.add_patch(verbs, common)
+    apply.add_apply(verbs, common)
     evaluate.add_evaluate(verbs, common)
     catalogue.add_attacks(verbs, common)
     catalogue.add_labels(verbs, common)

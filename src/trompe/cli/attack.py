@@ -140,6 +140,35 @@ def _attack_options(parser: argparse.ArgumentParser, *, out_default: str) -> Non
         "--max-pixels", type=positive_int, help="refuse larger images (default 64,000,000)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    world = parser.add_argument_group(
+        "real world and transfer",
+        "make the image survive transformations or fool models it was not made on "
+        "(iterative attacks: fgsm, pgd, mifgsm, pgd-l0)",
+    )
+    world.add_argument(
+        "--survive",
+        metavar="SPECS",
+        help="transforms to survive, e.g. jpeg:50-95,resize:0.5-1.0,crop:0.9,blur,light "
+        "(EOT); the saved PNG is checked under the real ones",
+    )
+    world.add_argument(
+        "--samples", type=positive_int, help="views averaged per step (default 4 with --survive)"
+    )
+    world.add_argument(
+        "--diversity", type=probability, help="input diversity: probability of a resized view"
+    )
+    world.add_argument(
+        "--translation", type=positive_int, help="translation invariance: kernel side (odd)"
+    )
+    world.add_argument(
+        "--variance", type=positive_int, help="variance tuning: neighbours per step (20)"
+    )
+    world.add_argument("--momentum", type=float, help="momentum decay (1.0 as in MI-FGSM)")
+    world.add_argument(
+        "--transfer-to",
+        metavar="MODELS",
+        help="held-out models to show the result to, e.g. efficientnet_lite2",
+    )
     add_model_options(parser)
 
 
@@ -297,6 +326,11 @@ def _attack_and_save(args: argparse.Namespace, image_arg: str | None) -> int:
     kwargs: dict[str, Any] = budget.kwargs()
     if getattr(args, "confidence", None) is not None:
         kwargs["confidence"] = args.confidence
+    for flag in ("survive", "samples", "diversity", "translation", "variance", "momentum"):
+        if getattr(args, flag, None) is not None:
+            kwargs[flag] = getattr(args, flag)
+    if getattr(args, "transfer_to", None):
+        kwargs["transfer_to"] = args.transfer_to
 
     stdout = console()
     err = console(stderr=True)

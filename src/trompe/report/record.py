@@ -176,7 +176,7 @@ _SUMMARY_FIELDS = frozenset(
         "created", "versions", "model", "model_info", "attack", "params", "index",
         "batch_size", "size", "goal", "success", "before", "after", "norms", "steps",
         "forwards", "gradients", "queries", "seconds", "verified_on_png", "device", "gpu",
-        "cuda", "cudnn", "budget",
+        "cuda", "cudnn", "budget", "survival", "transfer",
     }
 )  # fmt: skip
 
@@ -241,6 +241,11 @@ def _summary(
         summary["budget"] = budget
     if verified is not None:
         summary["verified_on_png"] = verified
+    # The real-world checks (issue 13): measured on the 8-bit images, per image.
+    for key in ("survival", "transfer"):
+        check = getattr(result, key, None)
+        if check is not None:
+            summary[key] = check.to_json(index)
     if extra:
         summary.update({str(key): _jsonable(value) for key, value in extra.items()})
     return summary
@@ -274,6 +279,10 @@ def result_summary(
     - ``norms``: ``{"linf_255", "l2_255", "psnr_db"}`` (``psnr_db`` is null for no change).
     - ``steps``, ``forwards``, ``gradients``, ``queries`` (this image; ``queries`` leaves out
       the engine's evaluation before and after), ``seconds`` (the whole attack).
+    - ``survival`` (with ``survive``): the saved image under the real transforms
+      (:meth:`~trompe.evaluation.survival.Survival.to_json`); ``transfer`` (with
+      ``transfer_to``): what the held-out models see
+      (:meth:`~trompe.evaluation.transfer.Transfer.to_json`).
     - the keys of ``extra`` (source image, seed, command line...), at the top level.
 
     Args:
