@@ -50,7 +50,7 @@ from trompe.evaluation._types import PRECISIONS
 from trompe.evaluation.cascade import EVAL_NORMS
 from trompe.evaluation.distributed import detect as detect_distributed
 from trompe.evaluation.run import check_shard
-from trompe.evaluation.survival import check_survival
+from trompe.evaluation.survival import Survival, check_survival
 from trompe.evaluation.transfer import check_transfer
 from trompe.images import load_image, quantize
 from trompe.models import DEFAULT_MODEL, Classifier, Prediction, load_model
@@ -64,6 +64,7 @@ __all__ = [
     "ModelLike",
     "attack",
     "budget_from_levels",
+    "check",
     "check_budget",
     "classify",
     "default_budget",
@@ -771,9 +772,70 @@ def evaluate(
 # -- real world: survival (issue 13, part 1) ---------------------------------------------------
 
 
-def check(*args: Any, **kwargs: Any) -> Any:
-    """(being built) How an image fares under real transforms: ``trompe check``."""
-    raise NotImplementedError
+#: The transforms ``trompe check`` and :func:`check` try when none are given.
+DEFAULT_SURVIVE = "jpeg:50-95"
+
+
+def check(
+    image: ImageLike,
+    target: str | int | None = None,
+    *,
+    model: ModelLike = DEFAULT_MODEL,
+    survive: Any = DEFAULT_SURVIVE,
+    original: ImageLike | None = None,
+    device: str | torch.device | None = None,
+) -> Survival:
+    """How an image fares under real transforms: ``trompe check``.
+
+    The image is rounded to 8 bits, put through the real transforms of ``survive`` (Pillow's
+    JPEG encoder at each quality of a grid, Pillow resizes, crops, blurs...; see
+    :mod:`trompe.transforms`) and classified again after each. The goal is met on a row when
+    ``target`` is the top-1 (without a target: when the class the model gives ``original`` is
+    not). The image survives when the goal is met as it is and on every row.
+
+    Args:
+        image: the image to check (a file path, a PIL image, an array or a (3, H, W) tensor).
+        target: the class that should stay top-1 (name, synonym or index).
+        model: a registered model name or a :class:`~trompe.Classifier`.
+        survive: the transforms: a spec text (``"jpeg:50-95,resize:0.5-1"``), a list of specs
+            or a :class:`~trompe.transforms.TransformChain`.
+        original: without ``target``, the photo the image was made from: its top-1 is the true
+            class that should stay away (an untargeted check).
+        device: where to run the model.
+
+    Returns:
+        A :class:`~trompe.evaluation.survival.Survival`; ``.survived()``, ``.rate()`` and
+        ``.to_json()`` hold the rows.
+
+    Raises:
+        InvalidArgumentError: neither ``target`` nor ``original``, or both; a bad spec.
+        UnknownLabelError: an unknown target name.
+
+    Example:
+        >>> survival = trompe.check("adversarial.png", "pelican")  # doctest: +SKIP
+        >>> survival.survived(), survival.to_json()["rows"][1]["setting"]  # doctest: +SKIP
+        (True, 'quality 95')
+    """
+    from trompe.transforms import parse_transforms
+
+    chain = parse_transforms(survive)
+    if target is None and original is None:
+        raise InvalidArgumentError(
+            "give the target class that should survive, or the original photo (an untargeted "
+            "check: its class should stay away)"
+        )
+    if target is not None and original is not None:
+        raise InvalidArgumentError("give either a target or the original photo, not both")
+    clf = resolve_model(model, device)
+    images = load_image(image).unsqueeze(0)
+    goal: Goal
+    if target is not None:
+        goal = Targeted(clf.labels.index(target))
+    else:
+        assert original is not None
+        before = load_image(original).unsqueeze(0).to(clf.device)
+        goal = Untargeted(clf.probs(before).argmax(dim=1).cpu())
+    return check_survival(clf, images, goal, chain)
 
 
 # -- real world: transfer over a folder (issue 13, part 2) --------------------------------------

@@ -1,11 +1,18 @@
-"""``trompe check``: (being built; see issue 13)."""
+"""``trompe check``: does an (adversarial) image survive JPEG, resizing, cropping...?
+
+Puts the 8-bit image through the real transforms (Pillow's JPEG encoder at each quality of a
+grid, Pillow resizes, crops...) and classifies it after each: exit 0 when the goal is met on the
+image and on every transform, 1 when not, 2 for bad input.
+"""
 
 from __future__ import annotations
 
 import argparse
 from typing import TYPE_CHECKING
 
-from trompe.errors import TrompeError
+from trompe.cli import EXIT_FAILURE, EXIT_OK, device, positive_int
+from trompe.cli._model_options import add_model_options, model_from_args
+from trompe.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from trompe.cli import Parser, Verbs
@@ -13,9 +20,77 @@ if TYPE_CHECKING:
 
 def add_check(verbs: Verbs, common: Parser) -> None:
     """Add ``check`` to the sub-commands."""
-    parser = verbs.add_parser("check", parents=[common], help="(being built)")
+    parser = verbs.add_parser(
+        "check",
+        parents=[common],
+        help="check that an image survives JPEG, resizing, cropping...",
+        description="Put an image through real transforms (Pillow's JPEG encoder at each "
+        "quality of a grid, resizes, crops, blur, lighting...) and classify it after each. "
+        "Exit 0 when the target stays top-1 on the image and after every transform, 1 when "
+        "not, 2 for bad input.",
+        epilog="examples:\n"
+        "  trompe check adversarial.png --target pelican             JPEG 50 to 95\n"
+        "  trompe check adv.png -t pelican --survive jpeg:50-95,resize:0.5-1,crop:0.9\n"
+        "  trompe check adv.png --original photo.jpg                 untargeted: not the "
+        "photo's class\n"
+        "transforms: jpeg[:Q or Q1-Q2] resize[:S] crop[:F] blur[:SIGMA] light[:F] rotate[:DEG] "
+        "perspective[:F] noise[:STD]\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("image", metavar="IMAGE", help="the image to check (e.g. adversarial.png)")
+    parser.add_argument("--target", "-t", help="the class that should stay top-1")
+    parser.add_argument(
+        "--original",
+        metavar="PHOTO",
+        help="without --target: the photo the image was made from; its class should stay away",
+    )
+    parser.add_argument(
+        "--survive",
+        metavar="SPECS",
+        default="jpeg:50-95",
+        help="the transforms, e.g. jpeg:50-95,resize:0.5-1.0,crop:0.9,blur,light (jpeg:50-95)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the check as JSON on stdout")
+    parser.add_argument("--device", type=device, help="torch device, e.g. cuda (default cpu)")
+    parser.add_argument(
+        "--max-pixels", type=positive_int, help="refuse larger images (default 64,000,000)"
+    )
+    add_model_options(parser)
     parser.set_defaults(run=run_check)
 
 
 def run_check(args: argparse.Namespace) -> int:
-    raise TrompeError("trompe check is being built")
+    """Check the image of the command line under the transforms of ``--survive``."""
+    from pathlib import Path
+
+    from trompe.api import check
+    from trompe.cli._console import console, print_json, shown
+    from trompe.cli._tables import survival_table, survival_verdict
+    from trompe.images import DEFAULT_MAX_PIXELS, load_image
+    from trompe.transforms import parse_transforms
+
+    chain = parse_transforms(args.survive)  # a bad spec fails before anything is loaded
+    if args.target is None and args.original is None:
+        raise InvalidArgumentError(
+            "give --target CLASS (the class that should survive) or --original PHOTO (the "
+            "photo it was made from, for an untargeted check)"
+        )
+    if args.target is not None and args.original is not None:
+        raise InvalidArgumentError("give either --target or --original, not both")
+    max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
+    image = load_image(Path(args.image), max_pixels=max_pixels)
+    original = (
+        None if args.original is None else load_image(Path(args.original), max_pixels=max_pixels)
+    )
+    clf = model_from_args(args, device=args.device)
+    target = None if args.target is None else clf.labels.index(args.target)
+    survival = check(image, target, model=clf, survive=chain, original=original)
+    record = survival.to_json(0)
+    code = EXIT_OK if record["survived"] else EXIT_FAILURE
+    if args.json:
+        print_json({"image": str(args.image), "model": clf.name, **record})
+        return code
+    out = console()
+    out.print(survival_table(record, f"{shown(Path(args.image).name)} on {shown(clf.name)}"))
+    out.print(survival_verdict(record))
+    return code
