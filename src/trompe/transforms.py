@@ -655,11 +655,23 @@ class TransformChain:
         """A random differentiable view of each image of (B, 3, H, W) ``images`` (the size may
         change: the model's own crop and resize follow).
 
-        Each transform is applied in turn, with its random setting drawn from ``generator``
-        (per image, except the resize scale and the crop fraction: per batch).
+        With one transform, it is always applied; with several, each view applies a random
+        non-empty subset of them (each with probability 1/2, per batch), in the chain's order,
+        so that the views hold each transform alone (as the survival grid tries them) as well
+        as their combinations. Each applied transform draws its random setting from
+        ``generator`` (per image, except the resize scale and the crop fraction: per batch).
         """
-        for transform in self._transforms:
-            images = transform.draw(images, generator)
+        chosen = [True] * len(self._transforms)
+        if len(self._transforms) > 1:
+            device = generator.device
+            drawn = torch.rand(len(self._transforms), generator=generator, device=device) < 0.5
+            if not bool(drawn.any()):
+                one = torch.randint(len(self._transforms), (1,), generator=generator, device=device)
+                drawn[one] = True
+            chosen = drawn.tolist()
+        for transform, on in zip(self._transforms, chosen, strict=True):
+            if on:
+                images = transform.draw(images, generator)
         return images
 
     def views(self) -> list[Callable[[torch.Tensor], torch.Tensor]]:

@@ -295,6 +295,10 @@ def _attack_and_save(args: argparse.Namespace, image_arg: str | None) -> int:
     from pathlib import Path
 
     out = _check_output(args.out, args.force, Path(image_arg) if image_arg else None)
+    if getattr(args, "survive", None) is not None:
+        from trompe.transforms import parse_transforms
+
+        parse_transforms(args.survive)  # a bad spec fails before the model is loaded
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -421,9 +425,21 @@ def _attack_and_save(args: argparse.Namespace, image_arg: str | None) -> int:
         for row in outcome.table():
             sweep_table.add_row(f"{row['eps_255']:g}", "yes" if row["success_rate"] else "no")
         stdout.print(sweep_table)
+    survival = summary.get("survival")
+    if survival is not None:
+        from trompe.cli._tables import survival_table, survival_verdict
+
+        stdout.print(survival_table(survival, "survival of the saved PNG"))
+        stdout.print(survival_verdict(survival))
+    transfer = summary.get("transfer")
+    if transfer is not None:
+        from trompe.cli._tables import transfer_table
+
+        stdout.print(transfer_table(transfer, "held-out models (transfer)"))
     verdict = "[green]success[/green]" if code == EXIT_OK else "[red]goal not met[/red]"
+    where = "the saved PNG" + (" and every transform" if survival is not None else "")
     stdout.print(
-        f"{verdict} (checked on the saved PNG)  files in {shown(out)}/: {', '.join(_OUTPUT_NAMES)}"
+        f"{verdict} (checked on {where})  files in {shown(out)}/: {', '.join(_OUTPUT_NAMES)}"
     )
     return code
 
@@ -432,10 +448,15 @@ def exit_code(summary: dict[str, Any], *, already: bool = False) -> int:
     """The exit code of an attack, the same in every output mode (table, ``--json``, demo).
 
     0 when the goal is met on the saved PNG as read back (or was met before any change), 1
-    when it is not: a goal not met is a failure at run time (README, "exit code").
+    when it is not: a goal not met is a failure at run time (README, "exit code"). With
+    ``--survive``, the goal must also be met on the PNG after every real transform of the
+    survival grid (``summary["survival"]["survived"]``).
     """
     verified = summary.get("verified_on_png") or {}
     ok = verified.get("success", summary.get("success", False))
+    survival = summary.get("survival")
+    if survival is not None and not survival.get("survived", False):
+        return EXIT_FAILURE
     return EXIT_OK if ok or already else EXIT_FAILURE
 
 

@@ -101,7 +101,9 @@ def save_result(
 
     For one image: ``adversarial.png`` (the 8-bit adversarial image, lossless),
     ``perturbation.png`` (:func:`perturbation_image`, x10), ``report.png``
-    (:func:`render_report`) and ``result.json`` (:func:`result_summary`). For a batch of B > 1:
+    (:func:`render_report`; with a survival check, its panel below:
+    :func:`trompe.report.survival.render_survival`) and ``result.json``
+    (:func:`result_summary`). For a batch of B > 1:
     ``adversarial-<i>.png``, ``perturbation-<i>.png`` and ``report-<i>.png`` for i = 0..B-1,
     and one ``result.json`` holding a list of B summaries.
 
@@ -230,7 +232,15 @@ def save_result(
 
             report_path = directory / image_names["report"]
             figure = _render(result, index, 5, norms=norms, verified=verified)
-            temporary = stage(directory, report_path, _png_bytes(figure), staged)
+            report = _png_bytes(figure)
+            survival = getattr(result, "survival", None)
+            if survival is not None:
+                # The survival panel under the report: the PNG after real JPEG, resizing...
+                from trompe.report.survival import stack_png, survival_png_bytes
+
+                panel = survival_png_bytes(read_back, survival.to_json(index))
+                report = stack_png(report, panel)
+            temporary = stage(directory, report_path, report, staged)
             moves.append((temporary, report_path))
 
             summaries.append(_summary(result, index, extra=extra, norms=norms, verified=verified))
