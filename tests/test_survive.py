@@ -458,3 +458,28 @@ def test_cli_attack_survive_end_to_end(tmp_path: Path) -> None:
         "--survive", "jpeg:75", "--json",
     )  # fmt: skip
     assert json.loads(check.stdout)["rows"] == survival["rows"]
+
+
+def test_transfer_table_from_json() -> None:
+    """attack --transfer-to shows the transfer helper's record as a table, whatever its fields."""
+    from rich.console import Console
+
+    from trompe.cli._tables import transfer_table
+
+    record = {
+        "models": [
+            {
+                "model": "efficientnet_lite2",
+                "met": False,
+                "goal_prob": 0.25,
+                "top1": {"index": 282, "label": "tiger cat", "prob": 0.5},
+                "clean_top1": {"index": 282, "label": "tiger cat"},
+            }
+        ],
+        "rate": 0.0,
+    }
+    console = Console(width=160, record=True)
+    console.print(transfer_table(record, "held-out models"))
+    text = console.export_text()
+    assert "efficientnet_lite2" in text and "✗" in text and "25.0 %" in text
+    assert "tiger cat 50.0 %" in text and "0 % of the held-out models" in text

@@ -65,6 +65,9 @@ def transfer_table(record: Mapping[str, Any], title: str) -> Table:
     from rich.table import Table
 
     rows = record.get("rows") or record.get("models") or []
+    rate = record.get("rate")
+    if isinstance(rate, int | float):
+        title += f": goal met on {100 * float(rate):.0f} % of the held-out models"
     table = Table(title=title, title_justify="left")
     if not isinstance(rows, list) or not rows or not isinstance(rows[0], Mapping):
         table.add_column("transfer")
@@ -80,14 +83,13 @@ def transfer_table(record: Mapping[str, Any], title: str) -> Table:
             if isinstance(value, bool):
                 cells.append(_mark(value))
             elif isinstance(value, float):
-                cells.append(f"{value:.3g}")
+                cells.append(f"{100 * value:.1f} %" if "prob" in key else f"{value:.3g}")
             elif isinstance(value, Mapping):
                 label, prob = value.get("label"), value.get("prob")
-                cells.append(
-                    f"{shown(label)} {100 * float(prob):.1f} %"
-                    if label is not None and isinstance(prob, int | float)
-                    else shown(value)
-                )
+                if label is not None and isinstance(prob, int | float):
+                    cells.append(f"{shown(label)} {100 * float(prob):.1f} %")
+                else:
+                    cells.append(shown(label if label is not None else value))
             else:
                 cells.append(shown(value))
         table.add_row(*cells)
