@@ -483,3 +483,23 @@ def test_transfer_table_from_json() -> None:
     text = console.export_text()
     assert "efficientnet_lite2" in text and "✗" in text and "25.0 %" in text
     assert "tiger cat 50.0 %" in text and "0 % of the held-out models" in text
+
+
+def test_cli_check_out(
+    tmp_path: Path, digit_png: tuple[Path, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, label = digit_png
+    out = tmp_path / "check"
+    args = ["check", str(path), "-m", "digits_robust", "-t", str(label), "--survive", "jpeg:95"]
+    done = in_process(capsys, *args, "--out", str(out))
+    assert done.returncode in (0, 1), done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["check.json", "survival.png"]
+    record = json.loads((out / "check.json").read_text())
+    assert [r["setting"] for r in record["rows"]] == ["as saved", "quality 95"]
+    with Image.open(out / "survival.png") as figure:
+        assert figure.width == 1500
+    before = (out / "check.json").stat().st_mtime_ns
+    again = in_process(capsys, *args, "--out", str(out))
+    one_line_error(again, 2, "exists already", "--force")
+    assert (out / "check.json").stat().st_mtime_ns == before
+    assert in_process(capsys, *args, "--out", str(out), "--force").returncode == done.returncode
