@@ -134,7 +134,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     from trompe.attacks import get_attack
     from trompe.cli._console import console, print_json, shown
     from trompe.cli.attack import _collect_options
-    from trompe.evaluation.transfer import TransferProgress
+    from trompe.evaluation.transfer import TransferProgress, check_outputs
     from trompe.images import DEFAULT_MAX_PIXELS, load_photos
 
     info = get_attack(args.attack)
@@ -147,6 +147,12 @@ def run_transfer(args: argparse.Namespace) -> int:
             kwargs[flag] = getattr(args, flag)
     photos = load_photos(
         args.folder, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, limit=args.limit
+    )
+    check_outputs(  # before the models load: a second run without --force fails at once
+        out,
+        [name for name, _ in photos] if args.save_adversarial else [],
+        force=args.force,
+        inputs=[Path(args.folder) / name for name, _ in photos],
     )
     source = model_from_args(args, args.model or DEFAULT_TRANSFER_SOURCE, device=args.device)
     held_out = [name.strip() for name in (args.to or DEFAULT_TRANSFER_TARGET).split(",")]
