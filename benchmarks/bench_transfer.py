@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     for kind in h.comma_list(args.goals, lower=True):
         body = []
         for label, source_name, make in rows:
-            if h.skipped(label, args.skip):
+            if h.skipped(f"{label} on {source_name}", args.skip):
                 continue
             goal: Goal = (
                 Untargeted(clean[source_name]) if kind == "untargeted" else Targeted(targets)

@@ -328,10 +328,30 @@ def test_targeted_transfer_from_an_ensemble(
         to=[plain],
         eps=64 / 255,
         steps=10,
+        diversity=0.5,
+        translation=3,
     )
+    assert report.params["diversity"] == 0.5 and report.params["translation"] == 3
     ensemble = "digits_robust+robust-crop"
     assert report.models == (ensemble, "digits_robust", "robust-crop", "digits-cnn")
     assert report.target == {"index": 7, "label": "7"}
     for photo in report.photos:
         for model, row in photo.models.items():
             assert row["met"] == (row["top1"]["index"] == 7), model
+
+
+def test_attack_with_the_hook_reports_transfer_to_held_out_models(
+    robust: Classifier, plain: Classifier, batch: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    image = big(batch[0][:1])[0]
+    result = trompe.attack(
+        image, model=robust, eps=64 / 255, momentum=1.0, variance=2, transfer_to=[plain]
+    )
+    assert result.params["momentum"] == 1.0 and result.params["variance"] == 2
+    row = result.transfer.to_json(0)
+    with torch.no_grad():
+        top = int(plain(result.adversarial).argmax())
+        clean = int(plain(image[None]).argmax())
+    assert row["models"][0]["top1"]["index"] == top
+    assert row["models"][0]["met"] == (top != clean)
+    assert row["rate"] == float(top != clean)
