@@ -131,10 +131,7 @@ class AttackInfo:
             >>> get_attack("pgd").create(eps=8 / 255, norm="l2", steps=20).norm
             'l2'
         """
-        # One sentence, not the constructor's TypeError. The gradient hook (GradientOptions)
-        # is no --option, but the attacks that have it take it here.
-        hook = ("gradient",) if "gradient" in self._parameters() else ()
-        check_option_names(self.cls, options, also=hook)
+        check_option_names(self.cls, options)  # one sentence, not the constructor's TypeError
         norm = norm or self.norms[0]
         if self.minimum_norm:
             if eps is not None:
