@@ -131,7 +131,10 @@ class AttackInfo:
             >>> get_attack("pgd").create(eps=8 / 255, norm="l2", steps=20).norm
             'l2'
         """
-        check_option_names(self.cls, options)  # one sentence, not the constructor's TypeError
+        # One sentence, not the constructor's TypeError; ``gradient`` (the gradient hook of the
+        # iterative attacks, GradientOptions) is no user option but is taken where it exists.
+        hook = ("gradient",) if "gradient" in inspect.signature(self.cls).parameters else ()
+        check_option_names(self.cls, options, also=hook)
         norm = norm or self.norms[0]
         if self.minimum_norm:
             if eps is not None:
