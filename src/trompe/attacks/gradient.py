@@ -23,7 +23,9 @@ without a new attack class:
 - **TI** (``translation``; Dong, Pang, Su & Zhu, "Evading Defenses to Transferable Adversarial
   Examples by Translation-Invariant Attacks", CVPR 2019, arXiv:1904.02884): the gradient is
   smoothed by a Gaussian kernel of ``translation`` pixels (the paper's 15), sampled over
-  [-3 sigma, 3 sigma] as in the paper's code (sigma is ``(translation - 1) / 6`` pixels).
+  [-3 sigma, 3 sigma] as in the paper's code (sigma is ``(translation - 1) / 6`` pixels). The
+  pixels are those of the image attacked: a photo attacked at its own size (trompe's default)
+  needs a kernel in proportion to its size over the paper's 299 px.
 - **MI** (``momentum``; Dong et al., CVPR 2018, arXiv:1710.06081): the step follows a velocity
   of L1-normalised gradients, ``g <- momentum * g + grad / ||grad||_1``.
 
