@@ -104,8 +104,8 @@ def peer(name: str, source: trompe.Classifier, eps: float, steps: int, vt: int) 
         torch.manual_seed(0)
         if goal.targeted:
             attack.set_mode_targeted_by_label(quiet=True)
-        else:
-            attack.set_mode_default()
+        elif attack.targeted:
+            attack.set_mode_default()  # prints a line: only when the mode changes
         out: torch.Tensor = attack(images, goal.classes)
         return quantize(out.detach())
 
