@@ -23,6 +23,9 @@ column is the transfer rate (Lite1's too, for the Lite0-only rows). Seconds: the
 
     OMP_NUM_THREADS=1 PYTHONPATH=src /tmp/benchvenv/bin/python benchmarks/bench_transfer.py \
         --markdown
+
+``--skip`` leaves out the rows whose ``ATTACK on SOURCE`` contains a given text (``vt``,
+``torchattacks``, ``"pgd on lite0+lite1"``); ``--limit N`` takes the first N photos.
 """
 
 from __future__ import annotations
