@@ -120,6 +120,7 @@ if TYPE_CHECKING:
     from trompe.models import (
         DEFAULT_MODEL,
         Classifier,
+        Ensemble,
         ModelSpec,
         Prediction,
         list_models,
@@ -133,6 +134,7 @@ __all__ = [
     "AccessError",
     "AttackResult",
     "Classifier",
+    "Ensemble",
     "EvaluationReport",
     "GradientOptions",
     "ImageError",
@@ -217,6 +219,7 @@ _HOMES = {
     "trompe.models": (
         "DEFAULT_MODEL",
         "Classifier",
+        "Ensemble",
         "ModelSpec",
         "Prediction",
         "list_models",

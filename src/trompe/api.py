@@ -51,7 +51,7 @@ from trompe.evaluation.cascade import EVAL_NORMS
 from trompe.evaluation.distributed import detect as detect_distributed
 from trompe.evaluation.run import check_shard
 from trompe.evaluation.survival import Survival, check_survival
-from trompe.evaluation.transfer import check_transfer
+from trompe.evaluation.transfer import TransferReport, check_transfer
 from trompe.images import load_image, quantize
 from trompe.models import DEFAULT_MODEL, Classifier, Prediction, load_model
 from trompe.models.registry import resolve_device
@@ -519,7 +519,10 @@ def attack(
     if held_out:
         models = [resolve_model(other, device) for other in held_out]
         result = dataclasses.replace(
-            result, transfer=check_transfer(models, result.adversarial, result.goal)
+            result,
+            transfer=check_transfer(
+                models, result.adversarial, result.goal, original=result.original
+            ),
         )
     return result
 
@@ -841,9 +844,169 @@ def check(
 # -- real world: transfer over a folder (issue 13, part 2) --------------------------------------
 
 
-def transfer(*args: Any, **kwargs: Any) -> Any:
-    """(being built) Transfer rates over a folder of photos: ``trompe transfer``."""
-    raise NotImplementedError
+#: The source of :func:`transfer`: an ensemble of the two smaller EfficientNet-Lites.
+DEFAULT_TRANSFER_SOURCE = "efficientnet_lite0,efficientnet_lite1"
+#: The held-out model of :func:`transfer`.
+DEFAULT_TRANSFER_TARGET = "efficientnet_lite2"
+#: The L-inf budget of the transfer papers (Dong et al. 2018, Xie et al. 2019): 16 levels.
+DEFAULT_TRANSFER_EPS = 16 / 255
+
+
+def transfer(
+    photos: str | os.PathLike[str] | Sequence[ImageLike | tuple[str, torch.Tensor]],
+    target: str | int | None = None,
+    *,
+    model: ModelLike = DEFAULT_TRANSFER_SOURCE,
+    to: str | Classifier | Sequence[str | Classifier] = DEFAULT_TRANSFER_TARGET,
+    attack: str = "mifgsm",
+    eps: float = DEFAULT_TRANSFER_EPS,
+    norm: Norm | None = None,
+    confidence: float | None = None,
+    survive: Any = None,
+    samples: int | None = None,
+    diversity: float = 0.0,
+    translation: int = 0,
+    variance: int = 0,
+    momentum: float = 0.0,
+    limit: int | None = None,
+    max_pixels: int | None = None,
+    device: str | torch.device | None = None,
+    progress: Callable[[Any], None] | None = None,
+    seed: int | None = 0,
+    out: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    save_adversarial: bool = False,
+    **options: Any,
+) -> TransferReport:
+    """Transfer rates over photos: attack each on ``model``, show the saved PNG to ``to``.
+
+    Each photo is attacked on the source model (an ensemble for ``"a,b"``, Dong et al. 2018),
+    the adversarial image is rounded to 8 bits, encoded as PNG and read back, and every model
+    judges it: the source, its members, and the held-out models, which the attack never saw.
+    Untargeted, an image fools a model when its top-1 differs from that model's own top-1 of
+    the clean photo; targeted, when the target is its top-1 (the source must also reach
+    ``confidence``, if given). Transfer attacks run every step (``early_stop=False`` unless
+    given): stopping at the first success on the source leaves an image just over the
+    source's boundary, which seldom fools another model.
+
+    Args:
+        photos: a folder of photos (read flat, by name), or a list of images (paths, PIL
+            images, arrays, tensors) or ``(name, tensor)`` pairs.
+        target: the class to reach (name, synonym or index); ``None``: untargeted.
+        model: the source: a model name, several joined by commas (an ensemble), or a
+            :class:`~trompe.Classifier` (an :class:`~trompe.models.ensemble.Ensemble` too).
+        to: the held-out models: names (one text with commas, or a list) or classifiers.
+        attack: an attack with a gradient hook (fgsm, pgd, mifgsm, pgd-l0) or difgsm.
+        eps: the budget, in [0, 1] units (default 16 / 255, the transfer papers').
+        norm: the threat model (default the attack's first).
+        confidence: the probability the source must give the target (targeted only).
+        survive, samples, diversity, translation, variance, momentum: the gradient hook's
+            options (:class:`~trompe.GradientOptions`): DI, TI, VT, MI, EOT.
+        limit: attack only the first photos of a folder.
+        max_pixels: refuse larger images (default 64,000,000).
+        device: where to run the models.
+        progress: called with a :class:`~trompe.evaluation.transfer.TransferProgress` after
+            each photo.
+        seed: the attack's seed.
+        out: a folder for ``transfer.png`` and ``result.json`` (and the adversarial PNGs with
+            ``save_adversarial``), written all or nothing; ``None`` writes nothing.
+        force: overwrite files in ``out``.
+        save_adversarial: also write ``adversarial/NAME.png`` per photo.
+        **options: the attack's other options (``steps=10``, ``early_stop=True``...).
+
+    Returns:
+        A :class:`~trompe.evaluation.transfer.TransferReport` (``rates``, per-photo rows; in
+        Jupyter it shows itself as its transfer matrix).
+
+    Raises:
+        InvalidArgumentError: an empty or missing folder, no held-out model, a held-out model
+            that is also attacked, options the attack does not take, a budget out of range.
+        UnknownModelError, UnknownAttackError, UnknownLabelError: a name not known.
+        OutputExistsError: a file in ``out`` and not ``force``.
+
+    Example:
+        >>> report = trompe.transfer("photos/", model="efficientnet_lite0,efficientnet_lite1",
+        ...                          to="efficientnet_lite2", diversity=0.5)  # doctest: +SKIP
+        >>> report.rates["efficientnet_lite2"]                               # doctest: +SKIP
+    """
+    from trompe.evaluation.transfer import check_outputs, measure_transfer
+    from trompe.images import DEFAULT_MAX_PIXELS, load_photos
+
+    request = check_budget(attack, norm=norm, eps=eps)
+    info = get_attack(request.attack)
+    if info.minimum_norm or info.access != "gradients":
+        raise InvalidArgumentError(
+            f"attack {info.name!r} is not a fixed-budget gradient attack; transfer takes fgsm, "
+            "pgd, mifgsm, difgsm or pgd-l0"
+        )
+    warn_tiny_budget(float(eps), request.norm)
+    hook = GradientOptions(
+        transforms=survive,
+        samples=samples,
+        diversity=diversity,
+        translation=translation,
+        variance=variance,
+        momentum=momentum,
+    )
+    if hook.active:
+        check_gradient_options(info.name, info.cls)
+        options["gradient"] = hook
+    options.setdefault("early_stop", False)
+    if seed is not None:
+        options["seed"] = seed
+    if target is not None and confidence is not None:
+        options_confidence: float | None = confidence
+    elif confidence is not None:
+        raise InvalidArgumentError("confidence is for a target; leave it out when untargeted")
+    else:
+        options_confidence = None
+    runner = info.create(eps=request.eps, norm=request.norm, **options)
+    inputs: list[Path] = []
+    if isinstance(photos, str | os.PathLike):
+        named = load_photos(photos, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, limit=limit)
+        inputs = [Path(photos) / name for name, _ in named]
+    else:
+        items = list(photos)
+        pixels = max_pixels or DEFAULT_MAX_PIXELS
+        if not items:
+            raise InvalidArgumentError("no photos given; give a folder or a list of images")
+        named = []
+        for i, item in enumerate(items[:limit] if limit is not None else items):
+            if isinstance(item, tuple):
+                name, image = item
+                named.append((str(name), load_image(image, max_pixels=pixels)))
+            else:
+                if isinstance(item, str | os.PathLike):
+                    name = Path(item).name
+                    inputs.append(Path(item))
+                else:
+                    name = f"image-{i}.png"
+                named.append((name, load_image(item, max_pixels=pixels)))
+    if out is not None:  # refused before any work
+        check_outputs(
+            Path(out),
+            [name for name, _ in named] if save_adversarial else [],
+            force=force,
+            inputs=inputs,
+        )
+    held = _model_list(to)
+    if not held:
+        raise InvalidArgumentError("give at least one held-out model (to)")
+    source = resolve_model(model, device)
+    others = [resolve_model(other, device) for other in held]
+    index = None if target is None else source.labels.index(target)
+    report = measure_transfer(
+        named,
+        source,
+        others,
+        runner,
+        target=index,
+        confidence=options_confidence,
+        progress=progress,
+    )
+    if out is not None:
+        report.save(Path(out), force=force, save_adversarial=save_adversarial, inputs=inputs)
+    return report
 
 
 # -- real world: universal perturbation (issue 13, part 3) --------------------------------------

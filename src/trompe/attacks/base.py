@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from trompe.attacks.goal import Goal
-from trompe.attacks.gradient import GradientOptions
+from trompe.attacks.gradient import GradientOptions, objective
 from trompe.attacks.oracle import Oracle
 from trompe.attacks.registry import Family
 from trompe.attacks.registry import register as _register
@@ -645,9 +645,8 @@ class IterativeAttack(FixedBudgetAttack):
         """
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = model(x)
-            loss = goal.loss(logits).sum()
-            (grad,) = torch.autograd.grad(loss, x)
+            logits, loss = objective(model, goal, x)  # an ensemble's loss ensemble included
+            (grad,) = torch.autograd.grad(loss.sum(), x)
         return logits, grad, 1
 
     def _run(
@@ -739,9 +738,21 @@ def seen_pixels(model: Classifier, images: torch.Tensor) -> torch.Tensor | None:
     """Where the model's crop and resize read the images, as a (B, 1, H, W) mask.
 
     ``None`` when the model sees every pixel (the images have its input size, or it has none).
+    For an :class:`~trompe.models.ensemble.Ensemble`: where any member looks.
     Found with one backward pass through the crop and resize alone (not the network): pixels
     outside the crop get an exactly zero gradient.
     """
+    from trompe.models.ensemble import Ensemble
+
+    if isinstance(model, Ensemble):  # where any member looks
+        masks = [seen_pixels(member, images) for member in model.members]
+        if any(mask is None for mask in masks):
+            return None
+        union = masks[0]
+        for mask in masks[1:]:
+            assert mask is not None and union is not None
+            union = union | mask
+        return union
     if model.input_size is None or tuple(images.shape[-2:]) == model.input_size:
         return None
     probe = images[:1].clone().requires_grad_(True)

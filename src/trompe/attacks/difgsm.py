@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from trompe.attacks.base import Norm, check_positive
 from trompe.attacks.goal import Goal
+from trompe.attacks.gradient import objective
 from trompe.attacks.mifgsm import MIFGSM
 from trompe.errors import InvalidArgumentError
 from trompe.models.classifier import Classifier
@@ -166,10 +167,10 @@ class DIFGSM(MIFGSM):
         with torch.enable_grad():
             seen = model.preprocess(leaf[varied])
             views = input_diversity(seen, min_scale=self.min_scale, generator=generator)
-            loss = goal.subset(varied).loss(model(views)).sum()
+            loss = objective(model, goal.subset(varied), views)[1].sum()
             if len(plain):
-                plain_logits = model(leaf[plain])
-                loss = loss + goal.subset(plain).loss(plain_logits).sum()
+                plain_logits, plain_loss = objective(model, goal.subset(plain), leaf[plain])
+                loss = loss + plain_loss.sum()
             (grad,) = torch.autograd.grad(loss, leaf)
         with torch.no_grad():
             varied_logits = model(x[varied])

@@ -17,11 +17,15 @@ without a new attack class:
 - **VT** (``variance``, ``variance_radius``; Wang & He, "Enhancing the Transferability of
   Adversarial Attacks through Variance Tuning", CVPR 2021, arXiv:2103.15571): the gradient is
   corrected by the variance of the previous step, the mean gradient at ``variance`` random
-  neighbours within ``variance_radius * eps`` minus the gradient at the point itself.
+  neighbours within ``variance_radius * eps`` minus the gradient at the point itself. As in
+  the paper (and its code), the neighbours are drawn uniformly in that L-inf box and not
+  clipped to [0, 1] (they are, with EOT: the differentiable codecs take [0, 1] only).
 - **TI** (``translation``; Dong, Pang, Su & Zhu, "Evading Defenses to Transferable Adversarial
   Examples by Translation-Invariant Attacks", CVPR 2019, arXiv:1904.02884): the gradient is
-  smoothed by a Gaussian kernel of ``translation`` pixels (the paper's 15; its sigma is the
-  paper's ``kernel / 6``).
+  smoothed by a Gaussian kernel of ``translation`` pixels (the paper's 15), sampled over
+  [-3 sigma, 3 sigma] as in the paper's code (sigma is ``(translation - 1) / 6`` pixels). The
+  pixels are those of the image attacked: a photo attacked at its own size (trompe's default)
+  needs a kernel in proportion to its size over the paper's 299 px.
 - **MI** (``momentum``; Dong et al., CVPR 2018, arXiv:1710.06081): the step follows a velocity
   of L1-normalised gradients, ``g <- momentum * g + grad / ||grad||_1``.
 
@@ -45,7 +49,7 @@ if TYPE_CHECKING:
     from trompe.models.classifier import Classifier
     from trompe.transforms import TransformChain
 
-__all__ = ["GradientOptions", "Judge", "gaussian_kernel", "smooth"]
+__all__ = ["GradientOptions", "Judge", "gaussian_kernel", "objective", "smooth"]
 
 #: EOT's default number of views per step when transforms are given.
 DEFAULT_EOT_SAMPLES = 4
@@ -207,7 +211,9 @@ class GradientOptions:
             radius = self.variance_radius * eps
             for _ in range(self.variance):
                 noise = torch.rand(x.shape, generator=generator, device=x.device)
-                point = (x + (2 * noise - 1) * radius).clamp(0, 1)
+                point = x + (2 * noise - 1) * radius
+                if self.transforms is not None:
+                    point = point.clamp(0, 1)  # the differentiable codecs take [0, 1] only
                 neighbour, _, spent = self._mean_gradient(model, point, goal, generator)
                 neighbours += neighbour
                 forwards += spent
@@ -235,8 +241,8 @@ class GradientOptions:
             leaf = x.detach().requires_grad_(True)
             with torch.enable_grad():
                 view = self._view(model, leaf, generator)
-                logits = model(view)
-                (grad,) = torch.autograd.grad(goal.loss(logits).sum(), leaf)
+                logits, loss = objective(model, goal, view)
+                (grad,) = torch.autograd.grad(loss.sum(), leaf)
             total += grad
             logits = logits.detach()
             margin = goal.margin(logits)
@@ -258,11 +264,14 @@ class GradientOptions:
         if self.diversity:
             from trompe.attacks.difgsm import input_diversity
 
+            # The draws of DIFGSM._gradient, in its order (which images, then their sizes and
+            # offsets): the hook with diversity and MI-FGSM is M-DI2-FGSM, step for step.
             drawn = torch.rand(len(x), generator=generator, device=x.device) < self.diversity
-            if bool(drawn.any()):
+            varied = drawn.nonzero().squeeze(1)
+            if len(varied):
                 seen = model.preprocess(x)
-                varied = input_diversity(seen, min_scale=self.min_scale, generator=generator)
-                x = torch.where(drawn.view(-1, 1, 1, 1), varied, seen)
+                views = input_diversity(seen[varied], min_scale=self.min_scale, generator=generator)
+                x = seen.index_put((varied,), views)
         return x
 
     def judge(self, model: Classifier) -> Judge | None:
@@ -296,6 +305,21 @@ class Judge:
                 logits[lower] = other[lower]
                 worst = torch.minimum(margin, worst)
         return logits
+
+
+def objective(
+    model: Classifier, goal: Goal, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, loss)``: the model's logits of ``images`` and the per-image loss that a
+    gradient attack ascends, ``goal.loss(logits)``; for an
+    :class:`~trompe.models.ensemble.Ensemble` its own (:meth:`Ensemble.loss`: the mean of the
+    members' losses with ``combine="loss"``). Shape: (B, 3, H, W) -> (B, C), (B,)."""
+    from trompe.models.ensemble import Ensemble
+
+    if isinstance(model, Ensemble):
+        return model.loss(goal, images)
+    logits: torch.Tensor = model(images)
+    return logits, goal.loss(logits)
 
 
 def gaussian_kernel(size: int) -> torch.Tensor:

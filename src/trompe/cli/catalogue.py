@@ -264,6 +264,8 @@ def run_attacks(args: argparse.Namespace) -> int:
         for o in attack_options(info.cls):
             table.add_row(o.name, o.kind, o.default_text, o.help)
         out.print(table)
+        if "gradient" in inspect.signature(info.cls).parameters:
+            out.print(f"{info.name} also takes {_HOOK_OPTIONS}")
         return EXIT_OK
 
     infos = list_attacks()
@@ -288,4 +290,14 @@ def run_attacks(args: argparse.Namespace) -> int:
             a.summary,
         )
     console().print(table)
+    hooked = [a.name for a in infos if "gradient" in inspect.signature(a.cls).parameters]
+    console().print(f"the iterative attacks ({', '.join(hooked)}) also take {_HOOK_OPTIONS}")
     return EXIT_OK
+
+
+#: What every attack with the gradient hook takes (trompe.attacks.gradient.GradientOptions).
+_HOOK_OPTIONS = (
+    "--diversity P (DI), --translation K (TI), --variance N (VT), --momentum MU (MI), "
+    "--survive SPECS and --samples N (EOT); any attack takes -m a,b, an ensemble of models; "
+    "see `trompe transfer`"
+)

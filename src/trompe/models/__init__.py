@@ -18,11 +18,13 @@ from trompe.models.registry import (
 if TYPE_CHECKING:
     from trompe.models.classifier import Classifier, Prediction
     from trompe.models.efficientnet_lite import EfficientNetLite
+    from trompe.models.ensemble import Ensemble
 
 __all__ = [
     "DEFAULT_MODEL",
     "Classifier",
     "EfficientNetLite",
+    "Ensemble",
     "ModelSpec",
     "Prediction",
     "get_spec",
@@ -35,11 +37,12 @@ _LAZY = {
     "Classifier": "trompe.models.classifier",
     "Prediction": "trompe.models.classifier",
     "EfficientNetLite": "trompe.models.efficientnet_lite",
+    "Ensemble": "trompe.models.ensemble",
 }
 
 
 #: The submodules that ``import trompe.models`` used to import (``trompe.models.classifier``).
-_SUBMODULES = ("classifier", "efficientnet_lite")
+_SUBMODULES = ("classifier", "efficientnet_lite", "ensemble")
 
 
 def __getattr__(name: str) -> object:

@@ -248,7 +248,10 @@ def load_model(
 ) -> Classifier:
     """A classifier, ready to use: takes RGB in [0, 1], returns logits.
 
-    ``name`` is a built-in model (see :func:`list_models`) or a model id of another source:
+    ``name`` is a built-in model (see :func:`list_models`), several separated by commas
+    (``efficientnet_lite0,efficientnet_lite1``: an :class:`~trompe.models.ensemble.Ensemble`
+    of them, fused in their logits, each with its own preprocessing and the overrides below),
+    or a model id of another source:
     ``torchvision:resnet50``, ``timm:convnext_tiny.fb_in1k``, ``hf:google/vit-base-patch16-224``
     or ``hf:./folder``, ``keras:InceptionV3`` or ``keras:./model.keras``, ``onnx:./model.onnx``,
     or a state dict file (``./weights.safetensors``) with ``arch``. The preprocessing comes from
@@ -282,6 +285,28 @@ def load_model(
     """
     from trompe.models.sources import LoadOptions, find_source
 
+    members = _ensemble_names(name)
+    if members is not None:
+        from trompe.models.ensemble import Ensemble
+
+        return Ensemble(
+            [
+                load_model(
+                    member,
+                    device=device,
+                    arch=arch,
+                    labels=labels,
+                    mean=mean,
+                    std=std,
+                    input_size=input_size,
+                    crop_fraction=crop_fraction,
+                    interpolation=interpolation,
+                    trust_torchscript=trust_torchscript,
+                    onnx_gradients=onnx_gradients,
+                )
+                for member in members
+            ]
+        )
     check_torch()
     options = LoadOptions(
         arch=arch,
@@ -315,6 +340,27 @@ def load_model(
             str(labels) if isinstance(labels, str | Path) else f"{len(labels)} names"
         )
     return clf.to(resolve_device(device))
+
+
+def _ensemble_names(name: str) -> list[str] | None:
+    """The members of an ensemble id (``a,b``), or ``None`` for one model (a name without a
+    comma, or a file that exists under that name).
+
+    Raises:
+        InvalidArgumentError: an empty member (``a,,b``) or a member named twice.
+    """
+    if "," not in name or Path(name).exists():
+        return None
+    parts = [part.strip() for part in name.split(",")]
+    if not all(parts):
+        raise InvalidArgumentError(
+            f"an empty model name in {name!r}; give an ensemble as NAME,NAME (no empty names)"
+        )
+    keys = [_key(part) for part in parts]
+    twice = next((part for part, key in zip(parts, keys, strict=True) if keys.count(key) > 1), None)
+    if twice is not None:
+        raise InvalidArgumentError(f"model {twice!r} is named twice in the ensemble {name!r}")
+    return parts
 
 
 def _unknown_model(name: str) -> NoReturn:
