@@ -39,15 +39,23 @@ from trompe.models.classifier import Classifier
 
 __all__ = [
     "MAX_EPS_255",
+    "OUTPUT_NAMES",
+    "PNG_OFFSET",
     "FoolingRate",
     "UniversalProgress",
     "UniversalProgressCallback",
+    "UniversalResult",
     "UniversalRun",
     "apply_universal",
     "check_universal_eps",
+    "clean_top1",
+    "delta_from_png_image",
+    "delta_size",
     "fooling_rate",
     "learn_universal",
     "noise_perturbation",
+    "perturbation_metadata",
+    "perturbation_png_image",
     "resize_delta",
 ]
 
@@ -309,6 +317,7 @@ def learn_universal(
     clamp: float = 5.0,
     patience: int = 5,
     seed: int = 0,
+    size: tuple[int, int] | None = None,
     progress: UniversalProgressCallback | None = None,
 ) -> UniversalRun:
     """Learn one L-inf perturbation that fools ``clf`` on as many of ``photos`` as it can.
@@ -318,8 +327,8 @@ def learn_universal(
     clamped cross-entropy (:func:`_loss`) is computed, and ``delta`` takes a signed-gradient
     step of ``step_size`` and is projected onto ``[-eps, eps]``. After each epoch ``delta`` is
     rounded to whole levels and its fooling rate measured on the 8-bit training photos; the best
-    rounded ``delta`` is kept, and training stops early when it has not improved for
-    ``patience`` epochs or fools every photo.
+    rounded ``delta`` is kept (the latest of equals), and training stops early when the rate
+    has not improved for ``patience`` epochs.
 
     Args:
         clf: the model (gradients needed).
@@ -334,6 +343,8 @@ def learn_universal(
         clamp: the untargeted cross-entropy clamp of :func:`_loss`.
         patience: epochs without a better training fooling rate before stopping (0: never).
         seed: seeds the shuffling (and nothing else: the start is zero).
+        size: the resolution (h, w) of ``delta`` (default: the model's input size); a coarser
+            one is a smoother perturbation, resized to each photo all the same.
         progress: called after each epoch with a :class:`UniversalProgress`.
 
     Returns:
@@ -372,7 +383,7 @@ def learn_universal(
         else torch.tensor(reference, dtype=torch.long)
     ).to(device)
 
-    delta = torch.zeros(3, *delta_size(clf), device=device)
+    delta = torch.zeros(3, *(size or delta_size(clf)), device=device)
     best = delta.clone()
     best_rate = -1.0
     history: list[float] = []
@@ -392,13 +403,14 @@ def learn_universal(
         rounded = (delta * 255).round().clamp(-eps_255, eps_255) / 255
         rate = fooling_rate(clf, photos, rounded, reference, target).rate
         history.append(rate)
-        if rate > best_rate:
-            best, best_rate, since_best = rounded.clone(), rate, 0
-        else:
-            since_best += 1
+        # A tie replaces the kept perturbation: later ones have pushed the photos further past
+        # the boundary (the clamped loss keeps working on them), which serves unseen photos.
+        since_best = 0 if rate > best_rate else since_best + 1
+        if rate >= best_rate:
+            best, best_rate = rounded.clone(), rate
         if progress is not None:
             progress(UniversalProgress(epoch, epochs, rate, best_rate))
-        if best_rate >= 1.0 or (patience and since_best >= patience):
+        if patience and since_best >= patience:
             break
     return UniversalRun(
         delta=best.detach().cpu(),
@@ -594,6 +606,12 @@ class UniversalResult:
             "report.png": report,
             "result.json": text.encode("utf-8"),
         }
+
+    def _repr_png_(self) -> bytes:
+        """Jupyter shows the result as its report figure."""
+        from trompe.report.universal import universal_png_bytes
+
+        return universal_png_bytes(self.to_json(), self.delta, self.examples)
 
     def save(self, out: str | os.PathLike[str], *, force: bool = False) -> dict[str, Path]:
         """Write perturbation.png (``128 + delta`` levels, with the ``trompe`` tEXt record that
