@@ -88,18 +88,18 @@ def render_universal(
     from matplotlib.figure import Figure
 
     shown = list(examples)[:3]
-    figure = Figure(figsize=(15.0, 9.0 if shown else 4.6), dpi=100, facecolor="white")
+    figure = Figure(figsize=(15.0, 8.4 if shown else 4.6), dpi=100, facecolor="white")
     FigureCanvasAgg(figure)
     rows = 2 if shown else 1
     grid = figure.add_gridspec(
         rows,
         6,
-        height_ratios=[1.0, 1.25][:rows],
+        height_ratios=[1.0, 1.0][:rows],
         left=0.05,
         right=0.98,
         top=0.88 if shown else 0.8,
         bottom=0.04,
-        hspace=0.45,
+        hspace=0.35,
         wspace=0.25,
     )
     rates = summary["fooling_rate"]
@@ -157,7 +157,7 @@ def render_universal(
     picture.set_axis_off()
     side = f"{int(delta.shape[-1])}\u00d7{int(delta.shape[-2])}"
     picture.set_title(
-        f"the perturbation \u00d7 {amplify:g} ({side}, resized to each photo)", fontsize=12
+        f"perturbation \u00d7 {amplify:g} ({side}, resized to each photo)", fontsize=12
     )
 
     for column, example in enumerate(shown):
@@ -176,7 +176,7 @@ def render_universal(
                 colour = _SUCCESS if example.fooled else _FAILURE
                 mark = " \u2713" if example.fooled else " \u2717"
             ax.set_title(
-                f"{caption}: {_short(label, 18)} {prob:.0%}{mark}",
+                f"{caption}{mark}\n{_short(label, 22)} {prob:.0%}",
                 fontsize=11,
                 color=colour,
             )
