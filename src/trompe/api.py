@@ -833,10 +833,14 @@ def _photo_list(
 def _model_crops(clf: Classifier, photos: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
     """The 8-bit crops the model sees (its own evaluation crop and resize) of each photo."""
     if clf.input_size is None:
-        raise InvalidArgumentError(
-            f"model {clf.name!r} takes any input size; a patch needs a model with a fixed "
-            "input size (give --input-size)"
-        )
+        # A model of any input size sees the photos as they are: they must share one size.
+        sizes = {tuple(image.shape[-2:]) for _, image in photos}
+        if len(sizes) > 1:
+            raise InvalidArgumentError(
+                f"model {clf.name!r} takes any input size and the photos differ in size; give "
+                "photos of one size, or a model with a fixed input size (--input-size)"
+            )
+        return quantize(torch.stack([image for _, image in photos]))
     with torch.no_grad():
         return torch.stack(
             [quantize(clf.preprocess(image[None])[0].clamp(0, 1)) for _, image in photos]
