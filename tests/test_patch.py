@@ -317,3 +317,12 @@ def test_cli_size_limit_matches_the_library() -> None:
     from trompe.cli.patch import MAX_SIZE as CLI_MAX_SIZE
 
     assert CLI_MAX_SIZE == MAX_SIZE
+
+
+def test_parse_where() -> None:
+    from trompe.attacks.patch import parse_where
+
+    assert parse_where(" 0.25, 0.5 ,0.3") == (0.25, 0.5, 0.3)
+    for text, words in (("0.5,0.5", "x,y,scale"), ("a,b,c", "x,y,scale"), ("0.5,0.5,2", "larger")):
+        with pytest.raises(InvalidArgumentError, match=words):
+            parse_where(text)

@@ -856,7 +856,7 @@ def patch(
     holdout: PhotosLike | float | None = None,
     steps: int = 500,
     batch_size: int = 8,
-    step_size: float = 0.01,
+    step_size: float = 0.03,
     placements: int = 20,
     side: int = 256,
     seed: int = 0,

@@ -45,6 +45,7 @@ __all__ = [
     "check_where",
     "draw_placements",
     "learn_patch",
+    "parse_where",
     "paste",
     "patch_box",
     "resize_patch",
@@ -237,7 +238,7 @@ def learn_patch(
     size: float = 0.1,
     steps: int = 500,
     batch_size: int = 8,
-    step_size: float = 0.01,
+    step_size: float = 0.03,
     side: int = DEFAULT_PATCH_SIDE,
     seed: int = 0,
     progress: Callable[[PatchProgress], None] | None = None,
@@ -337,6 +338,29 @@ def check_where(where: object) -> tuple[float, float, float] | None:
             )
         raise InvalidArgumentError(f"the patch scale must be above 0, got {scale:g}")
     return x, y, scale
+
+
+def parse_where(text: str) -> tuple[float, float, float]:
+    """``--where x,y,scale`` as :func:`check_where` takes it (the command line's parser).
+
+    Example:
+        >>> parse_where("0.5,0.5,0.3")
+        (0.5, 0.5, 0.3)
+    """
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        values = tuple(float(part) for part in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        raise InvalidArgumentError(
+            f"--where is x,y,scale: the patch centre as fractions of the photo's width and "
+            f"height and its side as a fraction of the shorter side, e.g. 0.5,0.5,0.3; got "
+            f"{str(text)[:40]!r}"
+        )
+    x, y, scale = values
+    checked = check_where((x, y, scale))
+    return checked if checked is not None else (x, y, scale)
 
 
 def patch_box(height: int, width: int, where: tuple[float, float, float]) -> tuple[int, int, int]:
