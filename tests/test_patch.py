@@ -326,3 +326,11 @@ def test_parse_where() -> None:
     for text, words in (("0.5,0.5", "x,y,scale"), ("a,b,c", "x,y,scale"), ("0.5,0.5,2", "larger")):
         with pytest.raises(InvalidArgumentError, match=words):
             parse_where(text)
+
+
+def test_apply_patch_takes_the_size_from_the_metadata() -> None:
+    photo = torch.zeros(3, 100, 100)
+    out = apply_patch(torch.ones(3, 32, 32), photo, None, meta={"kind": "patch", "size": 0.16})
+    assert int((out[0] > 0.5).sum()) == 40 * 40
+    with pytest.raises(InvalidArgumentError, match="unknown"):
+        apply_patch(torch.ones(3, 32, 32), photo, None)

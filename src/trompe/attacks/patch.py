@@ -23,8 +23,9 @@ so on a square photo the two agree.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -392,9 +393,10 @@ def patch_box(height: int, width: int, where: tuple[float, float, float]) -> tup
 def apply_patch(
     patch: torch.Tensor,
     image: torch.Tensor,
-    where: tuple[float, float, float] | None,
+    where: tuple[float, float, float] | None = None,
     *,
-    size: float,
+    size: float | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> torch.Tensor:
     """Paste ``patch`` on a full-size photo, upright, at ``where``; on the 8-bit grid.
 
@@ -409,7 +411,9 @@ def apply_patch(
             (0,0 top left; 0.5,0.5 the middle), and the patch side as a fraction of the photo's
             shorter side, in (0, 1]. ``None``: the middle, at the patch's learnt size
             (``scale = sqrt(size)``).
-        size: the patch's learnt area fraction (its PNG metadata), used when ``where`` is None.
+        size: the patch's learnt area fraction, used when ``where`` is None.
+        meta: the patch's PNG metadata (``trompe apply`` passes it): its ``size`` is used when
+            ``size`` is not given.
 
     Returns:
         (3, H, W), the photo with the patch, quantized to 8 bits.
@@ -431,6 +435,13 @@ def apply_patch(
         raise InvalidArgumentError(f"apply_patch takes a (3, H, W) image, got {tuple(image.shape)}")
     checked = check_where(where)
     if checked is None:
+        if size is None and meta is not None:
+            size = meta.get("size")
+        if size is None:
+            raise InvalidArgumentError(
+                "the patch's size is unknown (no metadata): give where=(x, y, scale), "
+                "e.g. --where 0.5,0.5,0.3"
+            )
         checked = (0.5, 0.5, side_of(check_size(size)))
     height, width = int(image.shape[-2]), int(image.shape[-1])
     top, left, side = patch_box(height, width, checked)
