@@ -196,7 +196,8 @@ def run_patch(args: argparse.Namespace) -> int:
     table.add_row("all", "", f"[bold]{result.success_rate:.0%}", f"{result.noise_success_rate:.0%}")
     stdout.print(table)
     stdout.print(
-        f"learnt on {len(result.train)} photos in {result.seconds:.0f} s; "
+        f"learnt on {len(result.train)} photo{'' if len(result.train) == 1 else 's'} in "
+        f"{result.seconds:.0f} s; "
         f"files in {shown(str(out))}/: patch.png (print it), report.png, result.json"
     )
     return EXIT_OK
