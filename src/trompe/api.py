@@ -36,6 +36,7 @@ from trompe.attacks import (
 from trompe.attacks import sweep as run_sweep
 from trompe.attacks.base import ProgressCallback, check_count, check_seed
 from trompe.attacks.gradient import GradientOptions
+from trompe.attacks.universal import UniversalProgressCallback, UniversalResult
 from trompe.errors import BudgetWarning, InvalidArgumentError
 from trompe.evaluation import (
     EvalConfig,
@@ -787,9 +788,215 @@ def transfer(*args: Any, **kwargs: Any) -> Any:
 # -- real world: universal perturbation (issue 13, part 3) --------------------------------------
 
 
-def universal(*args: Any, **kwargs: Any) -> Any:
-    """(being built) One perturbation for many photos: ``trompe universal``."""
-    raise NotImplementedError
+def universal(
+    photos: str | os.PathLike[str] | Sequence[ImageLike],
+    target: str | int | None = None,
+    *,
+    model: ModelLike = DEFAULT_MODEL,
+    eps: float = 10 / 255,
+    holdout: str | os.PathLike[str] | float | None = None,
+    epochs: int = 20,
+    batch_size: int = 8,
+    step_size: float | None = None,
+    patience: int = 5,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: UniversalProgressCallback | None = None,
+    max_pixels: int | None = None,
+) -> UniversalResult:
+    """Learn one perturbation that fools the model on many photos, and measure it honestly.
+
+    The universal adversarial perturbation (SGD form of Shafahi et al. 2020, arXiv:1811.11304;
+    see :mod:`trompe.attacks.universal`) is learned at the model's input resolution on the
+    training photos; it is applied to any photo by resizing it to the photo (bilinear), adding,
+    clamping and rounding to 8 bits, as ``trompe apply`` does. The fooling rates are measured
+    on those 8-bit photos: on the training photos, on held-out photos it never saw, and for
+    random noise of the same L-inf budget (random signs of ``eps``), so that one sees it is not
+    just noise.
+
+    Args:
+        photos: a folder of photos, or a list of images (paths, PIL images, arrays, tensors).
+        target: a class (name, synonym or index) to turn every photo into; ``None``: change each
+            photo's top-1, whatever it becomes.
+        model: a registered model name or a :class:`~trompe.Classifier`.
+        eps: the L-inf budget in [0, 1] units (whole levels from 1/255 to 127/255).
+        holdout: the held-out photos: a folder, or the fraction of ``photos`` held out (default
+            0.25; at least one photo each side), drawn with ``seed``.
+        epochs: the most passes over the training photos.
+        batch_size: photos per step.
+        step_size: the signed step in [0, 1] units (default ``eps / 8``).
+        patience: stop after this many epochs without a better training fooling rate (0: never).
+        seed: seeds the split and the order of the photos.
+        device: where to run.
+        progress: called after each epoch with a
+            :class:`~trompe.attacks.universal.UniversalProgress`.
+        max_pixels: refuse larger photos.
+
+    Returns:
+        The :class:`~trompe.attacks.universal.UniversalResult`; ``result.save("out")`` writes
+        perturbation.png, perturbation.pt, report.png and result.json.
+
+    Raises:
+        InvalidArgumentError: a bad budget, target, count or holdout; an empty folder, or too
+            few photos to hold some out.
+        ImageError: a photo cannot be read.
+
+    Example:
+        >>> result = trompe.universal("photos/", eps=10 / 255)        # doctest: +SKIP
+        >>> result.holdout.rate, result.noise_holdout.rate              # doctest: +SKIP
+        (0.7, 0.05)
+    """
+    from trompe.attacks.universal import (
+        apply_universal,
+        check_universal_eps,
+        clean_top1,
+        delta_size,
+        fooling_rate,
+        learn_universal,
+        noise_perturbation,
+    )
+    from trompe.images import DEFAULT_MAX_PIXELS, load_photos
+    from trompe.report.universal import Example
+
+    eps_255 = check_universal_eps(eps)
+    checked = check_seed(seed)
+    # None draws a seed (from torch's global generator, which is not reseeded), recorded.
+    seed = int(torch.randint(0, 2**62, (1,)).item()) if checked is None else checked
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    fraction: float | None = None
+    if holdout is None:
+        fraction = 0.25
+    elif isinstance(holdout, float | int) and not isinstance(holdout, bool):
+        fraction = float(holdout)
+        if not 0.0 < fraction < 1.0:
+            raise InvalidArgumentError(
+                f"the held-out fraction must be between 0 and 1 (0.25: a quarter), got {holdout}"
+            )
+    elif not isinstance(holdout, str | os.PathLike):
+        raise InvalidArgumentError(
+            f"holdout is a folder or a fraction of the photos, got {type(holdout).__name__}"
+        )
+    named = _named_photos(photos, limit, "photo folder")
+    if fraction is None:
+        assert holdout is not None and not isinstance(holdout, float | int)
+        train = named
+        held = load_photos(holdout, max_pixels=limit, what="held-out folder")
+    else:
+        if len(named) < 2:
+            raise InvalidArgumentError(
+                f"{len(named)} photo: a universal perturbation needs at least 2 (one to learn "
+                "on, one held out), or a held-out folder (--holdout FOLDER)"
+            )
+        count = min(len(named) - 1, max(1, round(len(named) * fraction)))
+        order = torch.randperm(len(named), generator=torch.Generator().manual_seed(seed))
+        held_index = sorted(order[:count].tolist())
+        held = [named[i] for i in held_index]
+        train = [named[i] for i in range(len(named)) if i not in set(held_index)]
+
+    clf = resolve_model(model, device)
+    target_index = None if target is None else clf.labels.index(target)
+    train_images = [image for _, image in train]
+    held_images = [image for _, image in held]
+    train_before = clean_top1(clf, train_images)
+    held_before = clean_top1(clf, held_images)
+    run = learn_universal(
+        clf,
+        train_images,
+        eps=eps,
+        target=target_index,
+        before=train_before,
+        epochs=epochs,
+        batch_size=batch_size,
+        step_size=step_size,
+        patience=patience,
+        seed=seed,
+        progress=progress,
+    )
+    noise = noise_perturbation(eps_255, delta_size(clf), seed=seed)
+    rates = [
+        fooling_rate(clf, images, delta, before, target_index)
+        for delta in (run.delta, noise)
+        for images, before in ((train_images, train_before), (held_images, held_before))
+    ]
+    labels = clf.labels
+    holdout_rate = rates[1]
+    # The figure's examples: fooled held-out photos first (then the others), by name.
+    order_shown = sorted(range(len(held)), key=lambda i: (not holdout_rate.fooled[i], i))[:3]
+    clean_probs = clf.probs(held_images) if held_images else torch.empty(0)
+    examples = [
+        Example(
+            name=held[i][0],
+            before=held_images[i],
+            after=apply_universal(run.delta, held_images[i]),
+            before_label=labels[held_before[i]],
+            before_prob=float(clean_probs[i, held_before[i]]),
+            after_label=labels[holdout_rate.after[i]],
+            after_prob=holdout_rate.after_prob[i],
+            fooled=holdout_rate.fooled[i],
+        )
+        for i in order_shown
+    ]
+    params = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "step_size_255": round((eps_255 / 8 if step_size is None else step_size * 255), 4),
+        "patience": patience,
+        "seed": seed,
+        "holdout": str(holdout) if fraction is None else fraction,
+    }
+    sources: tuple[str, ...] = ()
+    if isinstance(photos, str | os.PathLike):
+        sources = tuple(str(Path(photos) / name) for name, _ in named)
+    elif isinstance(photos, Sequence):
+        sources = tuple(str(p) for p in photos if isinstance(p, str | os.PathLike))
+    if fraction is None:
+        assert isinstance(holdout, str | os.PathLike)
+        sources += tuple(str(Path(holdout) / name) for name, _ in held)
+    return UniversalResult(
+        delta=run.delta,
+        eps_255=eps_255,
+        model=clf.name,
+        model_info=clf.describe(),
+        target=target_index,
+        target_label=None if target_index is None else labels[target_index],
+        train=rates[0],
+        holdout=rates[1],
+        noise_train=rates[2],
+        noise_holdout=rates[3],
+        train_names=[name for name, _ in train],
+        holdout_names=[name for name, _ in held],
+        labels=list(labels),
+        run=run,
+        params=params,
+        examples=examples,
+        sources=sources,
+    )
+
+
+def _named_photos(
+    photos: str | os.PathLike[str] | Sequence[ImageLike], max_pixels: int, what: str
+) -> list[tuple[str, torch.Tensor]]:
+    """A folder's photos, or a list of images with names (file names, else ``photo-<i>``)."""
+    from trompe.images import load_photos
+
+    if isinstance(photos, str | os.PathLike):
+        return load_photos(photos, max_pixels=max_pixels, what=what)
+    if isinstance(photos, Image.Image | np.ndarray | torch.Tensor) or not isinstance(
+        photos, Sequence
+    ):
+        raise InvalidArgumentError(
+            "photos is a folder or a list of images, got "
+            f"{type(photos).__name__}; wrap one image in a list"
+        )
+    if not photos:
+        raise InvalidArgumentError("no photos given; give a folder or a list of images")
+    return [
+        (
+            Path(item).name if isinstance(item, str | os.PathLike) else f"photo-{i}",
+            load_image(item, max_pixels=max_pixels),
+        )
+        for i, item in enumerate(photos)
+    ]
 
 
 # -- real world: adversarial patch (issue 13, part 4) -------------------------------------------
@@ -1005,6 +1212,116 @@ def patch(
 # -- real world: apply a perturbation or a patch (issue 13, parts 3 and 4) ---------------------
 
 
-def apply(*args: Any, **kwargs: Any) -> Any:
-    """(being built) Apply a universal perturbation or a patch to a photo: ``trompe apply``."""
-    raise NotImplementedError
+#: The one line for a file that is an image but no perturbation or patch of trompe.
+NOT_AN_ARTIFACT = "not a trompe perturbation or patch (made by trompe universal or trompe patch)"
+
+
+def read_artifact(
+    artifact: str | os.PathLike[str],
+) -> tuple[str, torch.Tensor, dict[str, Any]]:
+    """Read a perturbation or a patch: a PNG with trompe's ``trompe`` tEXt record, or the
+    ``.pt`` file beside it (``torch.load(weights_only=True)``).
+
+    Returns:
+        ``(kind, tensor, metadata)``: kind ``"universal"`` with ``delta`` (3, h, w) in [0, 1]
+        units, or ``"patch"`` with the patch image (3, h, w) in [0, 1].
+
+    Raises:
+        InvalidArgumentError: the file is not one (one line).
+        ImageError: the file cannot be read.
+    """
+    import json
+
+    from trompe.attacks.universal import check_universal_eps, delta_from_png_image
+    from trompe.images import read_png_text
+
+    path = Path(artifact)
+    shown = f"'{path}'"
+    if path.suffix.lower() in (".pt", ".pth"):
+        if not path.is_file():
+            raise InvalidArgumentError(f"no such file: {shown}")
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # unpickling raises many kinds; the file is data, not code
+            raise InvalidArgumentError(f"{shown} is {NOT_AN_ARTIFACT}") from None
+        if not isinstance(data, dict) or data.get("kind") not in ("universal", "patch"):
+            raise InvalidArgumentError(f"{shown} is {NOT_AN_ARTIFACT}")
+        meta = {k: v for k, v in data.items() if not isinstance(v, torch.Tensor)}
+        tensor = data.get("delta" if data["kind"] == "universal" else "patch")
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() != 3 or tensor.shape[0] != 3:
+            raise InvalidArgumentError(f"{shown} is {NOT_AN_ARTIFACT} (no tensor of 3 channels)")
+        tensor = tensor.detach().float()
+        if not bool(torch.isfinite(tensor).all()):
+            raise InvalidArgumentError(f"{shown} holds NaN or infinite values")
+        if data["kind"] == "universal":
+            eps_255 = check_universal_eps(int(meta.get("eps_255", 0)) / 255)
+            if float(tensor.abs().max()) * 255 > eps_255 + 1e-3:
+                raise InvalidArgumentError(
+                    f"{shown} holds changes above its eps of {eps_255} levels; make it again "
+                    "with trompe universal"
+                )
+        return str(data["kind"]), tensor, meta
+    image = load_image(path)
+    record = read_png_text(path).get("trompe")
+    try:
+        found: Any = json.loads(record) if record is not None else None
+    except ValueError:
+        found = None
+    if not isinstance(found, dict) or found.get("kind") not in ("universal", "patch"):
+        raise InvalidArgumentError(f"{shown} is {NOT_AN_ARTIFACT}")
+    if found["kind"] == "universal":
+        levels = found.get("eps_255")
+        if isinstance(levels, bool) or not isinstance(levels, int):
+            raise InvalidArgumentError(f"{shown} is {NOT_AN_ARTIFACT} (no eps_255 in it)")
+        check_universal_eps(levels / 255)
+        return "universal", delta_from_png_image(image, levels), found
+    return "patch", image, found
+
+
+def apply(
+    artifact: str | os.PathLike[str],
+    image: ImageLike,
+    *,
+    where: tuple[float, float, float] | None = None,
+) -> torch.Tensor:
+    """Apply a universal perturbation or a patch to a photo: ``trompe apply``.
+
+    A universal perturbation (``trompe universal``) is resized to the photo, added, clamped
+    and rounded to 8 bits (:func:`~trompe.attacks.universal.apply_universal`). A patch
+    (``trompe patch``) is pasted by :func:`trompe.attacks.patch.apply_patch` at ``where``.
+
+    Args:
+        artifact: perturbation.png or perturbation.pt (patch.png / patch.pt).
+        image: the photo (a path, a PIL image, an array or a tensor).
+        where: for a patch: ``(x, y, scale)``, the centre as fractions of the photo's width and
+            height and the patch's side as a fraction of the photo's shorter side (default: the
+            patch's own placement); a perturbation covers the whole photo and takes none.
+
+    Returns:
+        The changed photo (3, H, W) on the 8-bit grid.
+
+    Raises:
+        InvalidArgumentError: the artifact is not one, or ``where`` given for a perturbation.
+    """
+    from trompe.attacks.universal import apply_universal
+
+    kind, tensor, meta = read_artifact(artifact)
+    photo = load_image(image)
+    if kind == "universal":
+        if where is not None:
+            raise InvalidArgumentError(
+                "a universal perturbation covers the whole photo: --where is for patches only"
+            )
+        return apply_universal(tensor, photo)
+    import importlib
+
+    # Imported by name: the patch module (issue 13, part 4) comes with `trompe patch`.
+    try:
+        apply_patch = importlib.import_module("trompe.attacks.patch").apply_patch
+    except (ImportError, AttributeError):
+        raise InvalidArgumentError(
+            "applying a patch needs trompe.attacks.patch.apply_patch (trompe patch), which this "
+            "installation lacks"
+        ) from None
+    result: torch.Tensor = apply_patch(tensor, photo, where=where, meta=meta)
+    return result
