@@ -334,3 +334,30 @@ def test_apply_patch_takes_the_size_from_the_metadata() -> None:
     assert int((out[0] > 0.5).sum()) == 40 * 40
     with pytest.raises(InvalidArgumentError, match="unknown"):
         apply_patch(torch.ones(3, 32, 32), photo, None)
+
+
+def test_trompe_apply_pastes_the_saved_patch(digits_patch: PatchResult, tmp_path: Path) -> None:
+    from trompe.images import save_png
+
+    paths = digits_patch.save(tmp_path / "made")
+    photo = quantize(torch.rand(3, 40, 60, generator=torch.Generator().manual_seed(0)))
+    save_png(photo, tmp_path / "photo.png")
+    expected = apply_patch(digits_patch.patch, photo, (0.3, 0.5, 0.5))
+    assert torch.equal(trompe.apply(paths["patch"], photo, where=(0.3, 0.5, 0.5)), expected)
+    # Without where: the middle, at the learnt size (sqrt(0.4) of the shorter side).
+    middle = apply_patch(digits_patch.patch, photo, None, size=0.4)
+    assert torch.equal(trompe.apply(paths["patch"], photo), middle)
+    out = tmp_path / "applied.png"
+    result = run_cli(
+        "apply", str(paths["patch"]), str(tmp_path / "photo.png"), "--where", "0.3,0.5,0.5",
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert torch.equal(load_image(out), expected)
+    # A patch that sticks out: one line, nothing written.
+    bad = run_cli(
+        "apply", str(paths["patch"]), str(tmp_path / "photo.png"), "--where", "0.05,0.5,0.5",
+        "--out", str(tmp_path / "bad.png"),
+    )  # fmt: skip
+    one_line_error(bad, 2, "sticks out")
+    assert not (tmp_path / "bad.png").exists()
