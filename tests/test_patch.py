@@ -336,6 +336,7 @@ def test_apply_patch_takes_the_size_from_the_metadata() -> None:
         apply_patch(torch.ones(3, 32, 32), photo, None)
 
 
+@pytest.mark.slow
 def test_trompe_apply_pastes_the_saved_patch(digits_patch: PatchResult, tmp_path: Path) -> None:
     from trompe.images import save_png
 
