@@ -11,10 +11,10 @@ import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast, get_args, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args, overload
 
 import numpy as np
 import torch
@@ -1227,9 +1227,211 @@ def _named_photos(
 # -- real world: adversarial patch (issue 13, part 4) -------------------------------------------
 
 
-def patch(*args: Any, **kwargs: Any) -> Any:
-    """(being built) A printable adversarial patch: ``trompe patch``."""
-    raise NotImplementedError
+if TYPE_CHECKING:
+    from trompe.evaluation.patch import PatchResult
+
+#: What :func:`patch` holds out when ``holdout`` is None: this share of the photos.
+DEFAULT_HOLDOUT_FRACTION = 0.25
+
+#: Photos: a folder, a list of images, or a mapping of names to images.
+PhotosLike = str | os.PathLike[str] | Sequence[ImageLike] | Mapping[str, ImageLike]
+
+
+def _photo_list(
+    photos: PhotosLike, what: str, max_pixels: int | None = None
+) -> list[tuple[str, torch.Tensor]]:
+    """``(name, image)`` pairs from a folder (:func:`~trompe.images.load_photos`) or a list."""
+    from trompe.images import DEFAULT_MAX_PIXELS, load_photos
+
+    pixels = max_pixels or DEFAULT_MAX_PIXELS
+    if isinstance(photos, str | os.PathLike):
+        return load_photos(photos, max_pixels=pixels, what=what)
+    if isinstance(photos, Mapping):
+        if not photos:
+            raise InvalidArgumentError(f"the {what} holds no photos; give at least one")
+        return [(str(name), load_image(image, max_pixels=pixels)) for name, image in photos.items()]
+    if isinstance(photos, torch.Tensor) and photos.dim() == 4:
+        photos = list(photos)
+    items = list(photos)
+    if not items:
+        raise InvalidArgumentError(f"the {what} holds no photos; give at least one")
+    named = []
+    for i, item in enumerate(items):
+        name = os.path.basename(os.fspath(item)) if isinstance(item, str | os.PathLike) else None
+        named.append((name or f"photo-{i}", load_image(item, max_pixels=pixels)))
+    return named
+
+
+def _model_crops(clf: Classifier, photos: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
+    """The 8-bit crops the model sees (its own evaluation crop and resize) of each photo."""
+    if clf.input_size is None:
+        # A model of any input size sees the photos as they are: they must share one size.
+        sizes = {tuple(image.shape[-2:]) for _, image in photos}
+        if len(sizes) > 1:
+            raise InvalidArgumentError(
+                f"model {clf.name!r} takes any input size and the photos differ in size; give "
+                "photos of one size, or a model with a fixed input size (--input-size)"
+            )
+        return quantize(torch.stack([image for _, image in photos]))
+    with torch.no_grad():
+        return torch.stack(
+            [quantize(clf.preprocess(image[None])[0].clamp(0, 1)) for _, image in photos]
+        )
+
+
+def patch(
+    photos: PhotosLike,
+    target: str | int,
+    *,
+    model: ModelLike = DEFAULT_MODEL,
+    size: float = 0.1,
+    holdout: PhotosLike | float | None = None,
+    steps: int = 500,
+    batch_size: int = 8,
+    step_size: float = 0.03,
+    placements: int = 20,
+    side: int = 256,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    max_pixels: int | None = None,
+    progress: Callable[[Any], None] | None = None,
+) -> PatchResult:
+    """Learn a printable adversarial patch (Brown et al. 2017, arXiv:1712.09665) and check it
+    on held-out photos: ``trompe patch``.
+
+    The patch is learnt with EOT over where it lands (uniform), how large (area ``size`` x
+    [0.7, 1.3]), how turned (+/-20 degrees) and how lit (brightness, contrast) on the model-size
+    crops of the training photos (:func:`trompe.attacks.patch.learn_patch`), then pasted as
+    saved (8 bits) at ``placements`` random places on each held-out photo, next to a noise
+    patch of the same size (:func:`trompe.evaluation.patch.evaluate_patch`).
+
+    Args:
+        photos: a folder of photos, or a list of images (paths, PIL images, tensors...).
+        target: the class to make the model see (name, synonym or index); a patch is targeted.
+        model: a registered model name or a :class:`~trompe.Classifier` with a fixed input size.
+        size: the patch's area as a fraction of the image the model sees, in (0, 0.5].
+        holdout: the photos to check it on: a folder or list of images, or a fraction of
+            ``photos`` held out (drawn with ``seed``); None holds out
+            :data:`DEFAULT_HOLDOUT_FRACTION` (at least one photo).
+        steps: optimisation steps.
+        batch_size: random draws (photo and placement) per step.
+        step_size: Adam's learning rate on the [0, 1] patch.
+        placements: random places per held-out photo in the check.
+        side: the saved patch's side in pixels (for printing).
+        seed: the random seed.
+        device: where to run the model.
+        max_pixels: refuse larger photos.
+        progress: called with a :class:`~trompe.attacks.patch.PatchProgress` after each step.
+
+    Returns:
+        A :class:`~trompe.evaluation.patch.PatchResult`; ``.save(out)`` writes its files.
+
+    Raises:
+        InvalidArgumentError: a bad size, holdout, count or folder (one line, before any work).
+        UnknownLabelError: an unknown target.
+
+    Example:
+        >>> result = trompe.patch("photos/", "toaster", size=0.1)  # doctest: +SKIP
+        >>> result.success_rate, result.noise_success_rate          # doctest: +SKIP
+        (0.85, 0.0)
+        >>> result.save("trompe-patch")                               # doctest: +SKIP
+    """
+    import time
+
+    from trompe.attacks.patch import check_size, learn_patch
+    from trompe.evaluation.patch import PatchResult, evaluate_patch
+
+    size = check_size(size)
+    if target is None:
+        raise InvalidArgumentError("a patch is targeted: give a target class, e.g. toaster")
+    steps = check_count("steps", steps, low=1)
+    batch_size = check_count("batch_size", batch_size, low=1)
+    placements = check_count("placements", placements, low=1)
+    side = check_count("side", side, low=8)
+    if side > 4096:
+        raise InvalidArgumentError(
+            f"side is the saved patch's side in pixels, 8 to 4096; got {side}"
+        )
+    seed_value = check_seed(seed)
+    seed = 0 if seed_value is None else seed_value
+    if (
+        isinstance(step_size, bool)
+        or not isinstance(step_size, int | float)
+        or not (0 < step_size <= 1)
+    ):
+        raise InvalidArgumentError(f"step_size must be in (0, 1], got {step_size!r}")
+    fraction: float | None = None
+    if holdout is None:
+        fraction = DEFAULT_HOLDOUT_FRACTION
+    elif isinstance(holdout, float | int) and not isinstance(holdout, bool):
+        fraction = float(holdout)
+        if not 0.0 < fraction < 1.0:
+            raise InvalidArgumentError(
+                f"the holdout fraction must be between 0 and 1 (e.g. 0.25), got {holdout}"
+            )
+    train = _photo_list(photos, "photo folder", max_pixels)
+    if fraction is not None:
+        if len(train) < 2:
+            raise InvalidArgumentError(
+                f"{len(train)} photo: nothing left to learn on once some are held out; give more "
+                "photos or a separate holdout folder"
+            )
+        count = min(len(train) - 1, max(1, round(fraction * len(train))))
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        held_index = set(order[:count].tolist())
+        held = [item for i, item in enumerate(train) if i in held_index]
+        train = [item for i, item in enumerate(train) if i not in held_index]
+    else:
+        held = _photo_list(cast(PhotosLike, holdout), "holdout folder", max_pixels)
+
+    clf = resolve_model(model, device)
+    target_index = clf.labels.index(target)
+    train_crops = _model_crops(clf, train)
+    held_crops = _model_crops(clf, held)
+    start = time.perf_counter()
+    learnt = learn_patch(
+        clf,
+        train_crops,
+        target_index,
+        size=size,
+        steps=steps,
+        batch_size=batch_size,
+        step_size=float(step_size),
+        side=side,
+        seed=seed,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    evaluation = evaluate_patch(
+        clf,
+        learnt,
+        held_crops,
+        [name for name, _ in held],
+        target_index,
+        size=size,
+        placements=placements,
+        seed=seed,
+    )
+    return PatchResult(
+        patch=learnt,
+        model=clf.name,
+        target=target_index,
+        target_label=str(clf.labels[target_index]),
+        size=size,
+        evaluation=evaluation,
+        parameters={
+            "steps": steps,
+            "batch_size": batch_size,
+            "step_size": float(step_size),
+            "seed": seed,
+            "scale_range": [0.7, 1.3],
+            "max_angle_degrees": 20.0,
+            "holdout": "fraction" if fraction is not None else "given",
+            "holdout_fraction": fraction,
+        },
+        train=[name for name, _ in train],
+        seconds=seconds,
+    )
 
 
 # -- real world: apply a perturbation or a patch (issue 13, parts 3 and 4) ---------------------
