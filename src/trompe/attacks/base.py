@@ -596,10 +596,11 @@ class IterativeAttack(FixedBudgetAttack):
         generator: torch.Generator,
         state: dict[str, torch.Tensor],
         index: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor]:
-        """:meth:`_gradient`, or the pipeline of :attr:`gradient` when options are on."""
+    ) -> tuple[torch.Tensor, torch.Tensor, int | torch.Tensor, int]:
+        """:meth:`_gradient` (one backward pass), or the pipeline of :attr:`gradient` when
+        options are on: ``(logits, grad, forwards, backwards)``."""
         if self.gradient is None:
-            return self._gradient(model, x, goal, generator)
+            return (*self._gradient(model, x, goal, generator), 1)
         return self.gradient.gradient(model, x, goal, generator, state, index, self.eps)
 
     def _init_state(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -694,15 +695,18 @@ class IterativeAttack(FixedBudgetAttack):
                     current, origin, running = x, images, goal
                 else:
                     current, origin, running = x[index], images[index], goal.subset(index)
+                backwards = 0
                 if last:
                     with torch.no_grad():
                         logits = model(current)
                     forwards: int | torch.Tensor = 1
                 else:
-                    logits, grad, forwards = self._hooked_gradient(
+                    logits, grad, forwards, backwards = self._hooked_gradient(
                         model, current, running, generator, state, index
                     )
-                tracker.count(index, forwards=forwards, gradients=0 if last else 1)
+                tracker.count(
+                    index, forwards=forwards, gradients=0 if last else 1, backwards=backwards
+                )
                 tracker.observe(model, index, current, logits, round_fn, judge)
                 if last:
                     break

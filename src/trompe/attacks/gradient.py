@@ -192,13 +192,15 @@ class GradientOptions:
         state: dict[str, torch.Tensor],
         index: torch.Tensor,
         eps: float,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(logits, direction, forwards)`` for the iterates ``x`` of images ``index``.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """``(logits, direction, forwards, backwards)`` for the iterates ``x`` of images
+        ``index``.
 
         ``logits`` are what the tracker judges by: the clean logits of ``x`` without EOT; with
         EOT, per image the view (of those drawn this step) with the smallest goal margin, so
         that the best iterate is the one that survives best. ``forwards``: per image, the model
-        evaluations spent, on the CPU.
+        evaluations spent, on the CPU; ``backwards``: the gradients taken per image (``samples``
+        views, at the point and at each of VT's neighbours).
         """
         grad, logits, forwards = self._mean_gradient(model, x, goal, generator)
         if self.transforms is None and (self.diversity or self.samples != 1):
@@ -226,7 +228,8 @@ class GradientOptions:
             velocity = self.momentum * state["hook_velocity"][index] + grad / l1
             state["hook_velocity"][index] = velocity
             grad = velocity
-        return logits, grad, forwards
+        backwards = int(self.samples or 1) * (1 + self.variance)
+        return logits, grad, forwards, backwards
 
     def _mean_gradient(
         self, model: Classifier, x: torch.Tensor, goal: Goal, generator: torch.Generator

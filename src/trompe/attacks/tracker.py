@@ -153,18 +153,26 @@ class Tracker:
         return (~self.done).nonzero().squeeze(1)
 
     def count(
-        self, index: torch.Tensor, *, forwards: int | torch.Tensor = 1, gradients: int = 0
+        self,
+        index: torch.Tensor,
+        *,
+        forwards: int | torch.Tensor = 1,
+        gradients: int = 0,
+        backwards: int | None = None,
     ) -> None:
         """Count ``forwards`` model evaluations and ``gradients`` backward passes (each one
-        step) for every image of ``index``; ``forwards`` may be a per-image (N,) tensor."""
+        step) for every image of ``index``; ``forwards`` may be a per-image (N,) tensor.
+        ``backwards``, when given, is the number of backward passes those ``gradients`` steps
+        took (EOT's views, VT's neighbours: several per step)."""
+        taken = gradients if backwards is None else backwards
         if index is self.everyone:  # no copy of the index to the host (a sync on a GPU)
             self.forwards += forwards if isinstance(forwards, int) else forwards.cpu()
-            self.gradients += gradients
+            self.gradients += taken
             self.steps += gradients
             return
         cpu = index.cpu()
         self.forwards[cpu] += forwards if isinstance(forwards, int) else forwards.cpu()
-        self.gradients[cpu] += gradients
+        self.gradients[cpu] += taken
         self.steps[cpu] += gradients
 
     def observe(
