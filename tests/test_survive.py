@@ -461,7 +461,7 @@ def test_cli_attack_survive_end_to_end(tmp_path: Path) -> None:
 
 
 def test_transfer_table_from_json() -> None:
-    """attack --transfer-to shows the transfer helper's record as a table, whatever its fields."""
+    """attack --transfer-to shows the held-out models' record (Transfer.to_json) as a table."""
     from rich.console import Console
 
     from trompe.cli._tables import transfer_table

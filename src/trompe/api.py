@@ -453,7 +453,9 @@ def attack(
             translation invariance, variance tuning and momentum, for transfer to other models
             (see :class:`~trompe.attacks.gradient.GradientOptions`); iterative attacks only.
         transfer_to: held-out models (names or classifiers) that the adversarial image is
-            shown to afterwards; ``result.transfer`` says what each of them sees.
+            shown to afterwards; ``result.transfer`` says what each of them sees. The attack
+            then uses its whole budget of steps (``early_stop=False`` unless given): stopping
+            at the first success on the attacked model leaves a change too small to transfer.
         **options: attack hyper-parameters (``steps``, ``step_size``, ``seed``, ``queries``...;
             ``trompe attacks NAME`` lists them).
 
@@ -470,18 +472,20 @@ def attack(
     request = check_budget(attack, norm=norm, eps=eps, sweep=sweep, min_eps=min_eps)
     info = get_attack(request.attack)
     norm = request.norm
-    hook = GradientOptions(
-        transforms=survive,
+    hook = _gradient_hook(
+        info.name,
+        info.cls,
+        options,
+        survive=survive,
         samples=samples,
         diversity=diversity,
         translation=translation,
         variance=variance,
         momentum=momentum,
     )
-    if hook.active:
-        check_gradient_options(info.name, info.cls)
-        options["gradient"] = hook
     held_out = [] if transfer_to is None else _model_list(transfer_to)
+    if held_out and "early_stop" not in options and "early_stop" in _parameters(info.cls):
+        options["early_stop"] = False  # the transfer papers' setting: every step is taken
     for value in [eps] if sweep is None else list(sweep):
         if value is not None:
             warn_tiny_budget(float(value), norm)
@@ -526,6 +530,25 @@ def attack(
             ),
         )
     return result
+
+
+def _parameters(cls: type) -> Mapping[str, Any]:
+    """The keyword arguments an attack class takes."""
+    import inspect
+
+    return inspect.signature(cls).parameters
+
+
+def _gradient_hook(
+    name: str, cls: type, options: dict[str, Any], **hook_options: Any
+) -> GradientOptions:
+    """The gradient hook's options, checked; put into the attack's ``options`` when any is on
+    (an attack without a hook refuses them in one line)."""
+    hook = GradientOptions(transforms=hook_options.pop("survive"), **hook_options)
+    if hook.active:
+        check_gradient_options(name, cls)
+        options["gradient"] = hook
+    return hook
 
 
 def check_gradient_options(name: str, cls: type) -> None:
@@ -941,17 +964,17 @@ def transfer(
             "pgd, mifgsm, difgsm or pgd-l0"
         )
     warn_tiny_budget(float(eps), request.norm)
-    hook = GradientOptions(
-        transforms=survive,
+    _gradient_hook(
+        info.name,
+        info.cls,
+        options,
+        survive=survive,
         samples=samples,
         diversity=diversity,
         translation=translation,
         variance=variance,
         momentum=momentum,
     )
-    if hook.active:
-        check_gradient_options(info.name, info.cls)
-        options["gradient"] = hook
     options.setdefault("early_stop", False)
     if seed is not None:
         options["seed"] = seed

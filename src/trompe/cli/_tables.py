@@ -60,37 +60,31 @@ def survival_verdict(record: Mapping[str, Any]) -> str:
 
 
 def transfer_table(record: Mapping[str, Any], title: str) -> Table:
-    """The held-out models' view of the result (from ``Transfer.to_json``): one row per row of
-    its ``rows`` (or its ``models``), every field shown as it is."""
+    """The held-out models' view of the result (from ``Transfer.to_json``): per model, goal
+    met or not, the goal class's probability, its top-1 now and on the clean photo."""
     from rich.table import Table
 
-    rows = record.get("rows") or record.get("models") or []
+    rows = record.get("models") or []
     rate = record.get("rate")
     if isinstance(rate, int | float):
         title += f": goal met on {100 * float(rate):.0f} % of the held-out models"
     table = Table(title=title, title_justify="left")
-    if not isinstance(rows, list) or not rows or not isinstance(rows[0], Mapping):
-        table.add_column("transfer")
-        table.add_row(shown(record))
-        return table
-    keys = [str(key) for key in rows[0]]
-    for key in keys:
-        table.add_column(shown(key))
+    for name, justify in (
+        ("", "left"),
+        ("model", "left"),
+        ("p(goal class)", "right"),
+        ("top-1", "left"),
+        ("top-1 of the clean photo", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in rows:
-        cells = []
-        for key in keys:
-            value = row.get(key)
-            if isinstance(value, bool):
-                cells.append(_mark(value))
-            elif isinstance(value, float):
-                cells.append(f"{100 * value:.1f} %" if "prob" in key else f"{value:.3g}")
-            elif isinstance(value, Mapping):
-                label, prob = value.get("label"), value.get("prob")
-                if label is not None and isinstance(prob, int | float):
-                    cells.append(f"{shown(label)} {100 * float(prob):.1f} %")
-                else:
-                    cells.append(shown(label if label is not None else value))
-            else:
-                cells.append(shown(value))
-        table.add_row(*cells)
+        top1 = row.get("top1") or {}
+        clean = row.get("clean_top1") or {}
+        table.add_row(
+            _mark(bool(row.get("met"))),
+            shown(row.get("model", "")),
+            f"{100 * float(row.get('goal_prob', 0.0)):.1f} %",
+            f"{shown(top1.get('label', ''))} {100 * float(top1.get('prob', 0.0)):.1f} %",
+            shown(clean.get("label", "")),
+        )
     return table

@@ -140,36 +140,58 @@ def _attack_options(parser: argparse.ArgumentParser, *, out_default: str) -> Non
         "--max-pixels", type=positive_int, help="refuse larger images (default 64,000,000)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    world = parser.add_argument_group(
+    world = add_gradient_flags(
+        parser,
         "real world and transfer",
         "make the image survive transformations or fool models it was not made on "
         "(iterative attacks: fgsm, pgd, mifgsm, pgd-l0)",
     )
-    world.add_argument(
-        "--survive",
-        metavar="SPECS",
-        help="transforms to survive, e.g. jpeg:50-95,resize:0.5-1.0,crop:0.9,blur,light "
-        "(EOT); the saved PNG is checked under the real ones",
-    )
-    world.add_argument(
-        "--samples", type=positive_int, help="views averaged per step (default 4 with --survive)"
-    )
-    world.add_argument(
-        "--diversity", type=probability, help="input diversity: probability of a resized view"
-    )
-    world.add_argument(
-        "--translation", type=positive_int, help="translation invariance: kernel side (odd)"
-    )
-    world.add_argument(
-        "--variance", type=positive_int, help="variance tuning: neighbours per step (20)"
-    )
-    world.add_argument("--momentum", type=float, help="momentum decay (1.0 as in MI-FGSM)")
     world.add_argument(
         "--transfer-to",
         metavar="MODELS",
         help="held-out models to show the result to, e.g. efficientnet_lite2",
     )
     add_model_options(parser)
+
+
+#: The gradient hook's flags (:func:`add_gradient_flags`), by their keyword in the Python API.
+GRADIENT_FLAGS = ("survive", "samples", "diversity", "translation", "variance", "momentum")
+
+
+def add_gradient_flags(
+    parser: argparse.ArgumentParser, title: str, description: str
+) -> argparse._ArgumentGroup:
+    """Add the gradient hook's flags (EOT, DI, TI, VT, MI) as a group; return the group."""
+    group = parser.add_argument_group(title, description)
+    group.add_argument(
+        "--survive",
+        metavar="SPECS",
+        help="transforms to survive, e.g. jpeg:50-95,resize:0.5-1.0,crop:0.9,blur,light "
+        "(EOT); the saved PNG is checked under the real ones",
+    )
+    group.add_argument(
+        "--samples", type=positive_int, help="views averaged per step (default 4 with --survive)"
+    )
+    group.add_argument(
+        "--diversity", type=probability, help="input diversity (DI): probability of a resized view"
+    )
+    group.add_argument(
+        "--translation", type=positive_int, help="translation invariance (TI): kernel side, odd"
+    )
+    group.add_argument(
+        "--variance", type=positive_int, help="variance tuning (VT): neighbours per step (20)"
+    )
+    group.add_argument("--momentum", type=float, help="momentum (MI) decay, 1.0 as in MI-FGSM")
+    return group
+
+
+def gradient_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The gradient hook's flags that were given, as the Python API's keywords."""
+    return {
+        flag: getattr(args, flag)
+        for flag in GRADIENT_FLAGS
+        if getattr(args, flag, None) is not None
+    }
 
 
 def _check_output(out_text: str, force: bool, source: Path | None) -> Path:
@@ -330,9 +352,7 @@ def _attack_and_save(args: argparse.Namespace, image_arg: str | None) -> int:
     kwargs: dict[str, Any] = budget.kwargs()
     if getattr(args, "confidence", None) is not None:
         kwargs["confidence"] = args.confidence
-    for flag in ("survive", "samples", "diversity", "translation", "variance", "momentum"):
-        if getattr(args, flag, None) is not None:
-            kwargs[flag] = getattr(args, flag)
+    kwargs.update(gradient_kwargs(args))
     if getattr(args, "transfer_to", None):
         kwargs["transfer_to"] = args.transfer_to
 

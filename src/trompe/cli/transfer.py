@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from trompe.cli import EXIT_OK, budgets, device, levels, positive_int, probability, seed
 from trompe.cli._model_options import add_model_options, model_from_args
+from trompe.cli.attack import add_gradient_flags, gradient_kwargs
 from trompe.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -76,21 +77,9 @@ def add_transfer(verbs: Verbs, common: Parser) -> None:
         metavar="NAME=VALUE",
         help="an attack option, as the Python API takes it (repeatable)",
     )
-    hook = parser.add_argument_group(
-        "transfer methods", "the gradient hook of fgsm, pgd, mifgsm and pgd-l0"
+    add_gradient_flags(
+        parser, "transfer methods", "the gradient hook of fgsm, pgd, mifgsm and pgd-l0"
     )
-    hook.add_argument(
-        "--diversity", type=probability, help="input diversity (DI): probability of a resized view"
-    )
-    hook.add_argument(
-        "--translation", type=positive_int, help="translation invariance (TI): kernel side, odd"
-    )
-    hook.add_argument(
-        "--variance", type=positive_int, help="variance tuning (VT): neighbours per step (20)"
-    )
-    hook.add_argument("--momentum", type=float, help="momentum (MI) for pgd/fgsm (1.0)")
-    hook.add_argument("--survive", metavar="SPECS", help="EOT transforms, as trompe attack's")
-    hook.add_argument("--samples", type=positive_int, help="views averaged per step")
     parser.add_argument("--limit", type=positive_int, help="attack only the first N photos")
     parser.add_argument(
         "--max-pixels", type=positive_int, help="refuse larger images (default 64,000,000)"
@@ -141,10 +130,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     budget = budget_from_levels(info.name, eps_levels, norm=args.norm, eps_name="--eps")
     options = _collect_options(args, info.cls)
     options.pop("seed", None)
-    kwargs: dict[str, Any] = {}
-    for flag in ("survive", "samples", "diversity", "translation", "variance", "momentum"):
-        if getattr(args, flag, None) is not None:
-            kwargs[flag] = getattr(args, flag)
+    kwargs: dict[str, Any] = gradient_kwargs(args)
     photos = load_photos(
         args.folder, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, limit=args.limit
     )
