@@ -142,11 +142,11 @@ def render_universal(
                 color=_INK,
             )
     bars.set_xticks(positions, groups, fontsize=12)
-    bars.set_ylim(0, 1.15)
+    bars.set_ylim(0, 1.32)
     bars.set_yticks([0, 0.25, 0.5, 0.75, 1.0], ["0", "25 %", "50 %", "75 %", "100 %"])
     bars.set_ylabel("photos fooled", color=_MUTED)
     bars.spines[["top", "right"]].set_visible(False)
-    bars.legend(loc="upper right", frameon=False, fontsize=11, ncols=2)
+    bars.legend(loc="upper center", frameon=False, fontsize=11, ncols=2)
 
     picture = figure.add_subplot(grid[0, 4:])
     # x10, as the attack reports show it, unless the budget is so large that x10 would saturate.
