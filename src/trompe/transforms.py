@@ -192,7 +192,7 @@ def _jpeg_real(quality: int) -> Callable[[Any], Any]:
         buffer = io.BytesIO()
         picture.save(buffer, format="JPEG", quality=quality)
         buffer.seek(0)
-        with Image.open(buffer) as decoded:
+        with Image.open(buffer, formats=("JPEG",)) as decoded:
             return decoded.convert("RGB")
 
     return apply

@@ -278,7 +278,7 @@ class PatchResult:
         from trompe.report.patch import render_patch_report, write_files
 
         data = png_bytes(self.patch, self.metadata())
-        with Image.open(io.BytesIO(data)) as opened:
+        with Image.open(io.BytesIO(data), formats=("PNG",)) as opened:
             read_back = load_image(opened.convert("RGB"))
         if not torch.equal(read_back, quantize(self.patch.float())):
             raise TrompeError("the patch PNG does not read back as the patch (please report)")

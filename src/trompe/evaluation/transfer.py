@@ -435,7 +435,7 @@ def _reread(image: torch.Tensor) -> torch.Tensor:
 
     from trompe.images import load_image, png_bytes
 
-    with Image.open(io.BytesIO(png_bytes(image))) as opened:
+    with Image.open(io.BytesIO(png_bytes(image)), formats=("PNG",)) as opened:
         return load_image(opened.convert("RGB"))
 
 

@@ -166,7 +166,10 @@ def stack_png(top: bytes, bottom: bytes) -> bytes:
     """Two PNG figures one above the other (the report, then a panel), on white."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(top)) as first, Image.open(io.BytesIO(bottom)) as second:
+    with (
+        Image.open(io.BytesIO(top), formats=("PNG",)) as first,
+        Image.open(io.BytesIO(bottom), formats=("PNG",)) as second,
+    ):
         a, b = first.convert("RGB"), second.convert("RGB")
     width = max(a.width, b.width)
     sheet = Image.new("RGB", (width, a.height + b.height), "white")
