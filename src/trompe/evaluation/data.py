@@ -86,7 +86,13 @@ from trompe.errors import (
     TrompeError,
 )
 from trompe.evaluation._types import Chunk
-from trompe.images import DEFAULT_MAX_PIXELS, center_crop_resize, load_image, quantize
+from trompe.images import (
+    DEFAULT_MAX_PIXELS,
+    PHOTO_EXTENSIONS,
+    center_crop_resize,
+    load_image,
+    quantize,
+)
 from trompe.labels import Labels
 from trompe.models.classifier import Classifier
 
@@ -94,17 +100,9 @@ __all__ = ["BUILTINS", "IMAGE_EXTENSIONS", "EvalData", "load_data"]
 
 logger = logging.getLogger(__name__)
 
-#: File extensions read as images in folders (compared without case); others are ignored.
-IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".webp",
-    ".gif",
-    ".tif",
-    ".tiff",
-    ".bmp",
-)
+#: File extensions read as images in folders (compared without case); others are ignored. The
+#: same list as the flat photo folders of :func:`trompe.images.load_photos`.
+IMAGE_EXTENSIONS: tuple[str, ...] = PHOTO_EXTENSIONS
 
 #: The built-in data sets by name.
 BUILTINS: tuple[str, ...] = (
